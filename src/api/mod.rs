@@ -1,0 +1,13 @@
+//! The object model shared by the server and the agent: the resource table, object
+//! metadata helpers, selectors, validation, defaulting, patches and Status errors.
+//! Nothing in here does I/O.
+
+pub mod defaults;
+pub mod meta;
+pub mod patch;
+pub mod resources;
+pub mod selector;
+pub mod status;
+pub mod validation;
+
+pub use status::{ApiError, FieldError};

@@ -1,0 +1,16 @@
+//! k3rs: a lightweight Kubernetes distribution for the edge.
+//!
+//! The crate is one library shared by the `k3rs` binary and the tests:
+//! - [`api`]: the object model (resource table, metadata, selectors, validation,
+//!   defaulting, patch, Status errors). Pure: no I/O.
+//! - [`server`]: the control plane (store, HTTPS API, PKI, bootstrap).
+//! - [`agent`]: the node (arrives with the agent issue).
+//! - [`cni`]: the built-in bridge CNI (arrives with the CNI issue).
+//! - [`config`]: command-line flags, `K3RS_*` environment and config.yaml.
+
+pub mod agent;
+pub mod api;
+pub mod cni;
+pub mod config;
+pub mod server;
+pub mod version;

@@ -1,0 +1,1 @@
+//! The cluster token (`K10<sha256 of CA>::server:<secret>`). (Being written.)

@@ -1,0 +1,3 @@
+//! The control plane: durable store, HTTPS API, PKI and bootstrap.
+
+pub mod store;
