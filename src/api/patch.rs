@@ -1,0 +1,1 @@
+//! JSON patch and merge patch. (Being written.)

@@ -1,0 +1,1 @@
+//! The resource table. (Being written.)
