@@ -15,7 +15,9 @@ pub fn metadata(obj: &Value) -> Option<&Map<String, Value>> {
 /// `metadata` of an object, created when missing (replaced when not an object).
 pub fn metadata_mut(obj: &mut Value) -> &mut Map<String, Value> {
     let root = ensure_object(obj);
-    let meta = root.entry("metadata").or_insert_with(|| Value::Object(Map::new()));
+    let meta = root
+        .entry("metadata")
+        .or_insert_with(|| Value::Object(Map::new()));
     ensure_object(meta)
 }
 
@@ -32,7 +34,10 @@ pub fn ensure_object(v: &mut Value) -> &mut Map<String, Value> {
 
 /// A string field of `metadata` (empty when missing).
 pub fn meta_str<'a>(obj: &'a Value, field: &str) -> &'a str {
-    metadata(obj).and_then(|m| m.get(field)).and_then(Value::as_str).unwrap_or("")
+    metadata(obj)
+        .and_then(|m| m.get(field))
+        .and_then(Value::as_str)
+        .unwrap_or("")
 }
 
 /// `metadata.name`.
@@ -52,7 +57,9 @@ pub fn uid(obj: &Value) -> &str {
 
 /// `metadata.labels`.
 pub fn labels(obj: &Value) -> Option<&Map<String, Value>> {
-    metadata(obj).and_then(|m| m.get("labels")).and_then(Value::as_object)
+    metadata(obj)
+        .and_then(|m| m.get("labels"))
+        .and_then(Value::as_object)
 }
 
 /// `metadata.finalizers` as strings.
@@ -60,13 +67,19 @@ pub fn finalizers(obj: &Value) -> Vec<String> {
     metadata(obj)
         .and_then(|m| m.get("finalizers"))
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
 /// Whether `metadata.deletionTimestamp` is set.
 pub fn is_deleting(obj: &Value) -> bool {
-    metadata(obj).and_then(|m| m.get("deletionTimestamp")).is_some_and(|v| !v.is_null())
+    metadata(obj)
+        .and_then(|m| m.get("deletionTimestamp"))
+        .is_some_and(|v| !v.is_null())
 }
 
 /// Reads a dotted path such as `spec.nodeName` as the string upstream's field selectors
@@ -91,7 +104,14 @@ pub fn new_uid() -> String {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 /// Cryptographically random bytes (the OS generator through ring).
@@ -101,7 +121,10 @@ pub fn random_bytes<const N: usize>() -> [u8; N] {
     // SystemRandom only fails when the OS has no random source at all; fall back to
     // time-derived bytes rather than panicking in a request path.
     if ring::rand::SystemRandom::new().fill(&mut b).is_err() {
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
         for (i, x) in b.iter_mut().enumerate() {
             *x = (t >> ((i % 16) * 8)) as u8;
         }
@@ -114,7 +137,10 @@ const NAME_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
 
 /// The 5-character random suffix appended to `metadata.generateName`.
 pub fn random_name_suffix() -> String {
-    random_bytes::<5>().iter().map(|b| NAME_ALPHABET[*b as usize % NAME_ALPHABET.len()] as char).collect()
+    random_bytes::<5>()
+        .iter()
+        .map(|b| NAME_ALPHABET[*b as usize % NAME_ALPHABET.len()] as char)
+        .collect()
 }
 
 /// The current time as RFC 3339 with second precision, like `metav1.Time`.
@@ -137,9 +163,16 @@ pub fn to_stored_bytes(obj: &Value) -> Vec<u8> {
     };
     let mut out = Map::with_capacity(map.len());
     for k in ["apiVersion", "kind"] {
-        out.insert(k.to_string(), map.get(k).cloned().unwrap_or(Value::String(String::new())));
+        out.insert(
+            k.to_string(),
+            map.get(k).cloned().unwrap_or(Value::String(String::new())),
+        );
     }
-    let mut meta = map.get("metadata").and_then(Value::as_object).cloned().unwrap_or_default();
+    let mut meta = map
+        .get("metadata")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
     meta.remove("resourceVersion");
     out.insert("metadata".to_string(), Value::Object(meta));
     for (k, v) in map {
@@ -219,7 +252,10 @@ mod tests {
     fn field_strings() {
         let o = json!({"spec": {"nodeName": "n1", "hostNetwork": true}, "status": {"replicas": 3}});
         assert_eq!(field_string(&o, "spec.nodeName").as_deref(), Some("n1"));
-        assert_eq!(field_string(&o, "spec.hostNetwork").as_deref(), Some("true"));
+        assert_eq!(
+            field_string(&o, "spec.hostNetwork").as_deref(),
+            Some("true")
+        );
         assert_eq!(field_string(&o, "status.replicas").as_deref(), Some("3"));
         assert_eq!(field_string(&o, "status.phase"), None);
     }

@@ -22,14 +22,26 @@ impl FieldError {
 
     /// `Required value: <detail>`.
     pub fn required_msg(field: impl Into<String>, detail: &str) -> Self {
-        let message = if detail.is_empty() { "Required value".to_string() } else { format!("Required value: {detail}") };
-        FieldError { field: field.into(), reason: "FieldValueRequired", message }
+        let message = if detail.is_empty() {
+            "Required value".to_string()
+        } else {
+            format!("Required value: {detail}")
+        };
+        FieldError {
+            field: field.into(),
+            reason: "FieldValueRequired",
+            message,
+        }
     }
 
     /// `Invalid value: <value>: <detail>` (FieldValueInvalid). `value` is JSON-rendered
     /// the way upstream prints it (strings quoted, numbers bare).
     pub fn invalid(field: impl Into<String>, value: &Value, detail: &str) -> Self {
-        FieldError { field: field.into(), reason: "FieldValueInvalid", message: format!("Invalid value: {}: {detail}", render_value(value)) }
+        FieldError {
+            field: field.into(),
+            reason: "FieldValueInvalid",
+            message: format!("Invalid value: {}: {detail}", render_value(value)),
+        }
     }
 
     /// `Unsupported value: <value>: supported values: "a", "b"` (FieldValueNotSupported).
@@ -38,23 +50,39 @@ impl FieldError {
         FieldError {
             field: field.into(),
             reason: "FieldValueNotSupported",
-            message: format!("Unsupported value: {}: supported values: {}", render_value(value), list.join(", ")),
+            message: format!(
+                "Unsupported value: {}: supported values: {}",
+                render_value(value),
+                list.join(", ")
+            ),
         }
     }
 
     /// `Duplicate value: <value>` (FieldValueDuplicate).
     pub fn duplicate(field: impl Into<String>, value: &Value) -> Self {
-        FieldError { field: field.into(), reason: "FieldValueDuplicate", message: format!("Duplicate value: {}", render_value(value)) }
+        FieldError {
+            field: field.into(),
+            reason: "FieldValueDuplicate",
+            message: format!("Duplicate value: {}", render_value(value)),
+        }
     }
 
     /// `Forbidden: <detail>` (FieldValueForbidden).
     pub fn forbidden(field: impl Into<String>, detail: &str) -> Self {
-        FieldError { field: field.into(), reason: "FieldValueForbidden", message: format!("Forbidden: {detail}") }
+        FieldError {
+            field: field.into(),
+            reason: "FieldValueForbidden",
+            message: format!("Forbidden: {detail}"),
+        }
     }
 
     /// `Too long: may not be more than <max> bytes` (FieldValueTooLong).
     pub fn too_long(field: impl Into<String>, max: usize) -> Self {
-        FieldError { field: field.into(), reason: "FieldValueTooLong", message: format!("Too long: may not be more than {max} bytes") }
+        FieldError {
+            field: field.into(),
+            reason: "FieldValueTooLong",
+            message: format!("Too long: may not be more than {max} bytes"),
+        }
     }
 
     /// `field is immutable` style errors: `Invalid value: <v>: field is immutable`.
@@ -127,26 +155,47 @@ fn details(name: &str, group: &str, kind: &str) -> Value {
 
 impl ApiError {
     fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
-        ApiError { code, reason, message: message.into(), details: None, retry_after: None }
+        ApiError {
+            code,
+            reason,
+            message: message.into(),
+            details: None,
+            retry_after: None,
+        }
     }
 
     /// 404 `pods "x" not found`.
     pub fn not_found(group: &str, resource: &str, name: &str) -> Self {
-        let mut e = Self::new(404, "NotFound", format!("{} {name:?} not found", group_resource(group, resource)));
+        let mut e = Self::new(
+            404,
+            "NotFound",
+            format!("{} {name:?} not found", group_resource(group, resource)),
+        );
         e.details = Some(details(name, group, resource));
         e
     }
 
     /// 404 `the server could not find the requested resource`.
     pub fn no_route() -> Self {
-        let mut e = Self::new(404, "NotFound", "the server could not find the requested resource");
+        let mut e = Self::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        );
         e.details = Some(json!({}));
         e
     }
 
     /// 409 `pods "x" already exists`.
     pub fn already_exists(group: &str, resource: &str, name: &str) -> Self {
-        let mut e = Self::new(409, "AlreadyExists", format!("{} {name:?} already exists", group_resource(group, resource)));
+        let mut e = Self::new(
+            409,
+            "AlreadyExists",
+            format!(
+                "{} {name:?} already exists",
+                group_resource(group, resource)
+            ),
+        );
         e.details = Some(details(name, group, resource));
         e
     }
@@ -167,7 +216,14 @@ impl ApiError {
 
     /// 409 conflict with a custom cause (e.g. a terminating namespace).
     pub fn conflict_msg(group: &str, resource: &str, name: &str, why: &str) -> Self {
-        let mut e = Self::new(409, "Conflict", format!("Operation cannot be fulfilled on {} {name:?}: {why}", group_resource(group, resource)));
+        let mut e = Self::new(
+            409,
+            "Conflict",
+            format!(
+                "Operation cannot be fulfilled on {} {name:?}: {why}",
+                group_resource(group, resource)
+            ),
+        );
         e.details = Some(details(name, group, resource));
         e
     }
@@ -175,12 +231,26 @@ impl ApiError {
     /// 422 `Pod "x" is invalid: <causes>`. `kind` is the Kind (not the resource).
     pub fn invalid(group: &str, kind: &str, name: &str, causes: Vec<FieldError>) -> Self {
         let text: Vec<String> = causes.iter().map(FieldError::display).collect();
-        let joined = if text.len() == 1 { text[0].clone() } else { format!("[{}]", text.join(", ")) };
-        let gk = if group.is_empty() { kind.to_string() } else { format!("{kind}.{group}") };
-        let mut e = Self::new(422, "Invalid", format!("{gk} {name:?} is invalid: {joined}"));
+        let joined = if text.len() == 1 {
+            text[0].clone()
+        } else {
+            format!("[{}]", text.join(", "))
+        };
+        let gk = if group.is_empty() {
+            kind.to_string()
+        } else {
+            format!("{kind}.{group}")
+        };
+        let mut e = Self::new(
+            422,
+            "Invalid",
+            format!("{gk} {name:?} is invalid: {joined}"),
+        );
         let mut d = details(name, group, kind);
-        let causes: Vec<Value> =
-            causes.iter().map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field})).collect();
+        let causes: Vec<Value> = causes
+            .iter()
+            .map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field}))
+            .collect();
         d["causes"] = Value::Array(causes);
         e.details = Some(d);
         e
@@ -193,7 +263,11 @@ impl ApiError {
 
     /// 403 `pods "x" is forbidden: <why>`.
     pub fn forbidden(group: &str, resource: &str, name: &str, why: &str) -> Self {
-        let what = if name.is_empty() { group_resource(group, resource) } else { format!("{} {name:?}", group_resource(group, resource)) };
+        let what = if name.is_empty() {
+            group_resource(group, resource)
+        } else {
+            format!("{} {name:?}", group_resource(group, resource))
+        };
         let mut e = Self::new(403, "Forbidden", format!("{what} is forbidden: {why}"));
         e.details = Some(details(name, group, resource));
         e
@@ -206,28 +280,43 @@ impl ApiError {
 
     /// 405 `<verb> is not supported on resources of kind "x"`.
     pub fn method_not_allowed(verb: &str, resource: &str) -> Self {
-        let mut e = Self::new(405, "MethodNotAllowed", format!("{verb} is not supported on resources of kind {resource:?}"));
+        let mut e = Self::new(
+            405,
+            "MethodNotAllowed",
+            format!("{verb} is not supported on resources of kind {resource:?}"),
+        );
         e.details = Some(json!({}));
         e
     }
 
     /// 413 for bodies over the limit.
     pub fn too_large(limit: usize) -> Self {
-        Self::new(413, "RequestEntityTooLarge", format!("the request is too large: limit is {limit} bytes"))
+        Self::new(
+            413,
+            "RequestEntityTooLarge",
+            format!("the request is too large: limit is {limit} bytes"),
+        )
     }
 
     /// 415 for an unsupported content type.
-    pub fn unsupported_media_type(got: &str, accepted: &[&str]) -> Self {
+    pub fn unsupported_media_type(accepted: &[&str]) -> Self {
         Self::new(
             415,
             "UnsupportedMediaType",
-            format!("the body of the request was in an unknown format - accepted media types include: {}{}", accepted.join(", "), if got.is_empty() { String::new() } else { String::new() }),
+            format!("the body of the request was in an unknown format - accepted media types include: {}", accepted.join(", ")),
         )
     }
 
     /// 406 when no acceptable representation exists.
     pub fn not_acceptable(accepted: &[&str]) -> Self {
-        Self::new(406, "NotAcceptable", format!("only the following media types are accepted: {}", accepted.join(", ")))
+        Self::new(
+            406,
+            "NotAcceptable",
+            format!(
+                "only the following media types are accepted: {}",
+                accepted.join(", ")
+            ),
+        )
     }
 
     /// 410 `too old resource version: N (M)`.
@@ -245,7 +334,11 @@ impl ApiError {
 
     /// 500 with a message that must not leak secrets.
     pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(500, "InternalError", format!("Internal error occurred: {}", message.into()))
+        Self::new(
+            500,
+            "InternalError",
+            format!("Internal error occurred: {}", message.into()),
+        )
     }
 
     /// 503 when the server is not ready or shutting down.
@@ -288,14 +381,28 @@ mod tests {
 
     #[test]
     fn not_found_wording_matches_upstream() {
-        assert_eq!(ApiError::not_found("", "pods", "x").message, "pods \"x\" not found");
-        assert_eq!(ApiError::not_found("apps", "deployments", "web").message, "deployments.apps \"web\" not found");
+        assert_eq!(
+            ApiError::not_found("", "pods", "x").message,
+            "pods \"x\" not found"
+        );
+        assert_eq!(
+            ApiError::not_found("apps", "deployments", "web").message,
+            "deployments.apps \"web\" not found"
+        );
     }
 
     #[test]
     fn invalid_lists_causes() {
-        let e = ApiError::invalid("", "Pod", "p", vec![FieldError::required("spec.containers[0].image")]);
-        assert_eq!(e.message, "Pod \"p\" is invalid: spec.containers[0].image: Required value");
+        let e = ApiError::invalid(
+            "",
+            "Pod",
+            "p",
+            vec![FieldError::required("spec.containers[0].image")],
+        );
+        assert_eq!(
+            e.message,
+            "Pod \"p\" is invalid: spec.containers[0].image: Required value"
+        );
         let s = e.to_status();
         assert_eq!(s["details"]["causes"][0]["reason"], "FieldValueRequired");
         assert_eq!(s["code"], 422);

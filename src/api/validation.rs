@@ -13,7 +13,12 @@ pub type ValidateFn = fn(new: &Value, old: Option<&Value>) -> Vec<FieldError>;
 /// Checks `metadata`: name (DNS-1123 subdomain unless `name_is_label`), namespace presence
 /// matching `namespaced`, labels and annotations syntax and size, and on update the
 /// immutable fields (name, namespace, uid, creationTimestamp).
-pub fn object_meta(_new: &Value, _old: Option<&Value>, _namespaced: bool, _name_is_label: bool) -> Vec<FieldError> {
+pub fn object_meta(
+    _new: &Value,
+    _old: Option<&Value>,
+    _namespaced: bool,
+    _name_is_label: bool,
+) -> Vec<FieldError> {
     Vec::new()
 }
 

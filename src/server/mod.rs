@@ -1,3 +1,202 @@
-//! The control plane: durable store, HTTPS API, PKI and bootstrap.
+//! The control plane: durable store, HTTPS API, PKI and bootstrap, and the controllers
+//! that run in the server process. [`run`] starts it all and stops it on SIGTERM/SIGINT.
 
+pub mod bootstrap;
+pub mod controllers;
+pub mod http;
+pub mod pki;
+pub mod registry;
 pub mod store;
+
+use crate::config::ServerConfig;
+use anyhow::Context;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// The first usable address of a CIDR (`10.43.0.0/16` → `10.43.0.1`): the `kubernetes`
+/// service IP, which must be in the serving certificate.
+pub fn first_ip(cidr: &str) -> Option<IpAddr> {
+    let (addr, _) = cidr.split_once('/')?;
+    match addr.parse::<IpAddr>().ok()? {
+        IpAddr::V4(a) => Some(IpAddr::V4(Ipv4Addr::from(u32::from(a).wrapping_add(1)))),
+        IpAddr::V6(a) => Some(IpAddr::V6(Ipv6Addr::from(u128::from(a).wrapping_add(1)))),
+    }
+}
+
+/// The serving certificate's names for this configuration.
+pub fn serving_sans(cfg: &ServerConfig) -> pki::Sans {
+    let mut sans = pki::Sans::default();
+    let mut dns = vec![
+        "localhost".to_string(),
+        "kubernetes".into(),
+        "kubernetes.default".into(),
+        "kubernetes.default.svc".into(),
+    ];
+    dns.push(format!("kubernetes.default.svc.{}", cfg.cluster_domain));
+    if let Ok(h) = hostname() {
+        dns.push(h);
+    }
+    dns.push(cfg.node_name.clone());
+    let mut ips: Vec<IpAddr> = vec![
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(Ipv6Addr::LOCALHOST),
+    ];
+    if let Some(a) = cfg.advertise_address {
+        ips.push(a);
+    }
+    if !cfg.bind_address.is_unspecified() {
+        ips.push(cfg.bind_address);
+    }
+    for cidr in cfg.service_cidr.split(',') {
+        if let Some(ip) = first_ip(cidr.trim()) {
+            ips.push(ip);
+        }
+    }
+    for san in &cfg.tls_san {
+        match san.parse::<IpAddr>() {
+            Ok(ip) => ips.push(ip),
+            Err(_) => dns.push(san.clone()),
+        }
+    }
+    for d in dns {
+        if !d.is_empty() && !sans.dns.contains(&d) {
+            sans.dns.push(d);
+        }
+    }
+    for ip in ips {
+        if !sans.ips.contains(&ip) {
+            sans.ips.push(ip);
+        }
+    }
+    sans
+}
+
+fn hostname() -> std::io::Result<String> {
+    Ok(std::fs::read_to_string("/proc/sys/kernel/hostname")?
+        .trim()
+        .to_lowercase())
+}
+
+fn ensure_writable_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("data directory {} cannot be created", dir.display()))?;
+    let probe = dir.join(".k3rs-write-test");
+    std::fs::write(&probe, b"")
+        .with_context(|| format!("data directory {} is not writable", dir.display()))?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
+/// Runs the server until SIGTERM or SIGINT.
+pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let signals = tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        let _ = shutdown_tx.send(true);
+    });
+    let result = run_until(cfg, shutdown_rx).await;
+    signals.abort();
+    result
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Runs the server until `shutdown` flips to true.
+pub async fn run_until(
+    cfg: ServerConfig,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let server_dir = cfg.data_dir.join("server");
+    ensure_writable_dir(&server_dir)?;
+    let addr = SocketAddr::new(cfg.bind_address, cfg.https_listen_port);
+    // Bind first: a busy port should fail fast, before anything is written.
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AddrInUse {
+            anyhow::anyhow!("listen tcp {addr}: bind: address already in use (is another k3rs or Kubernetes API server running? choose another port with --https-listen-port)")
+        } else {
+            anyhow::anyhow!("listen tcp {addr}: {e}")
+        }
+    })?;
+
+    let sans = serving_sans(&cfg);
+    let pki = pki::ensure(&server_dir.join("tls"), &sans).context("certificates")?;
+    bootstrap::ensure_token(&server_dir, &pki.server_ca_pem, cfg.token.as_deref())
+        .context("cluster token")?;
+    let tls = Arc::new(pki::server_tls_config(&pki).context("TLS configuration")?);
+
+    let db_path = server_dir.join("db").join("state.db");
+    let store = store::sqlite::SqliteStore::open(&db_path, store::sqlite::StoreOptions::default())
+        .with_context(|| format!("opening the datastore {}", db_path.display()))?;
+    let store_dyn: Arc<dyn store::Store> = store.clone();
+    let registry = registry::Registry::new(store_dyn.clone());
+    registry
+        .ensure_system_namespaces()
+        .await
+        .map_err(|e| anyhow::anyhow!("creating system namespaces: {e}"))?;
+
+    let local = listener.local_addr().unwrap_or(addr);
+    let url_host = match cfg.bind_address {
+        IpAddr::V4(a) if a.is_unspecified() => "127.0.0.1".to_string(),
+        IpAddr::V6(a) if a.is_unspecified() => "127.0.0.1".to_string(),
+        IpAddr::V6(a) => format!("[{a}]"),
+        IpAddr::V4(a) => a.to_string(),
+    };
+    let server_url = format!("https://{url_host}:{}", local.port());
+    let kubeconfig = pki::admin_kubeconfig(&server_url, &pki);
+    pki::write_private(
+        &cfg.write_kubeconfig,
+        kubeconfig.as_bytes(),
+        cfg.write_kubeconfig_mode,
+    )
+    .with_context(|| format!("writing kubeconfig {}", cfg.write_kubeconfig.display()))?;
+    let advertise = cfg
+        .advertise_address
+        .map(|a| a.to_string())
+        .unwrap_or_else(|| url_host.clone());
+
+    let state = Arc::new(http::AppState {
+        registry: registry.clone(),
+        ca_pem: pki.server_ca_pem.clone(),
+        server_address: format!("{advertise}:{}", local.port()),
+        shutdown: shutdown.clone(),
+        ready: Default::default(),
+    });
+    let controllers = tokio::spawn(controllers::namespace::run(
+        registry.clone(),
+        shutdown.clone(),
+    ));
+    let server = tokio::spawn(http::serve(listener, tls, state.clone(), shutdown.clone()));
+    state.ready.store(true, Ordering::Relaxed);
+    tracing::info!(url = %server_url, kubeconfig = %cfg.write_kubeconfig.display(), "k3rs server is up and running");
+    if cfg.disable_agent {
+        tracing::info!("agent disabled: this server runs no workloads");
+    }
+
+    let _ = server.await;
+    controllers.abort();
+    store_dyn
+        .close()
+        .await
+        .map_err(|e| anyhow::anyhow!("closing the datastore: {e}"))?;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -60,3 +60,13 @@ pub fn server_tls_config(_pki: &Pki) -> Result<rustls::ServerConfig, PkiError> {
 pub fn admin_kubeconfig(_server_url: &str, _pki: &Pki) -> String {
     String::new()
 }
+
+/// The user (CN) and groups (O) of a client certificate. (Stub.)
+pub fn client_identity(_cert_der: &[u8]) -> Option<(String, Vec<String>)> {
+    None
+}
+
+/// Writes a file atomically with `mode`, creating the parent directory. (Stub.)
+pub fn write_private(_path: &Path, _bytes: &[u8], _mode: u32) -> std::io::Result<()> {
+    Ok(())
+}

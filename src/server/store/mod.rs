@@ -120,7 +120,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Replaces the value of `key` if its current `mod_revision` equals `expected`
     /// (`None`: unconditionally). Fails with `NotFound` or `Conflict`. Returns the new revision.
-    fn update(&self, key: String, value: Vec<u8>, expected: Option<Revision>) -> StoreFuture<'_, Revision>;
+    fn update(
+        &self,
+        key: String,
+        value: Vec<u8>,
+        expected: Option<Revision>,
+    ) -> StoreFuture<'_, Revision>;
 
     /// Deletes `key` if its current `mod_revision` equals `expected` (`None`: unconditionally).
     /// Returns the deleted object with `mod_revision` set to the delete's revision.
@@ -131,7 +136,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Lists keys that start with `prefix`, in key order, starting after `start_after`
     /// (exclusive) when given, at most `limit` items when `limit > 0`.
-    fn list(&self, prefix: String, start_after: Option<String>, limit: usize) -> StoreFuture<'_, ListPage>;
+    fn list(
+        &self,
+        prefix: String,
+        start_after: Option<String>,
+        limit: usize,
+    ) -> StoreFuture<'_, ListPage>;
 
     /// Counts keys that start with `prefix`.
     fn count(&self, prefix: String) -> StoreFuture<'_, u64>;

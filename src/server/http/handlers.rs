@@ -1,0 +1,680 @@
+//! Resource requests: one generic handler per verb, driven by the resource table and the
+//! registry. Subresources (status, scale, binding, eviction, finalize) map onto the same
+//! registry operations.
+
+use super::body::{self, error_response, json_bytes, json_response, Resp};
+use super::request::{Query, RequestInfo};
+use super::{table, watch, AppState};
+use crate::api::meta;
+use crate::api::patch::{PatchType, PATCH_MEDIA_TYPES};
+use crate::api::resources::{self, Resource};
+use crate::api::selector::{FieldSelector, LabelSelector};
+use crate::api::status::{self, ApiError};
+use crate::server::registry::{DeleteOptions, ListOptions, StoredObject, Target, WriteOptions};
+use http::{header, HeaderMap, Method, StatusCode};
+use hyper::body::Incoming;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+/// How the client wants objects encoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Encoding {
+    /// JSON objects.
+    Json,
+    /// YAML objects.
+    Yaml,
+    /// meta.k8s.io Tables of the given version.
+    Table(&'static str),
+}
+
+/// Picks the response encoding from the Accept header.
+pub fn negotiate(accept: &str) -> Result<Encoding, ApiError> {
+    if accept.trim().is_empty() {
+        return Ok(Encoding::Json);
+    }
+    if let Some(v) = table::wants_table(accept) {
+        return Ok(Encoding::Table(v));
+    }
+    let mut yaml = false;
+    for m in accept.split(',') {
+        let base = m.split(';').next().unwrap_or("").trim();
+        match base {
+            "application/json" | "*/*" | "application/*" | "application/json-seq" => {
+                return Ok(Encoding::Json)
+            }
+            "application/yaml" => yaml = true,
+            _ => {}
+        }
+    }
+    if yaml {
+        return Ok(Encoding::Yaml);
+    }
+    Err(ApiError::not_acceptable(&[
+        "application/json",
+        "application/yaml",
+    ]))
+}
+
+fn encode_value(code: StatusCode, v: &Value, enc: Encoding) -> Resp {
+    match enc {
+        Encoding::Yaml => match serde_yaml_ng::to_string(v) {
+            Ok(s) => body::bytes_response(code, "application/yaml", s),
+            Err(e) => error_response(&ApiError::internal(format!("encoding YAML: {e}"))),
+        },
+        _ => json_response(code, v),
+    }
+}
+
+/// Handles a request for a resource.
+pub async fn handle(
+    state: Arc<AppState>,
+    method: Method,
+    headers: HeaderMap,
+    info: RequestInfo,
+    query: Query,
+    body: Incoming,
+) -> Resp {
+    match handle_inner(&state, &method, &headers, &info, &query, body).await {
+        Ok(r) => r,
+        Err(e) => error_response(&e),
+    }
+}
+
+fn header_str<'a>(h: &'a HeaderMap, name: header::HeaderName) -> &'a str {
+    h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+}
+
+async fn handle_inner(
+    state: &Arc<AppState>,
+    method: &Method,
+    headers: &HeaderMap,
+    info: &RequestInfo,
+    query: &Query,
+    body: Incoming,
+) -> Result<Resp, ApiError> {
+    let res = resources::find(&info.group, &info.version, &info.resource)
+        .ok_or_else(ApiError::no_route)?;
+    if !res.namespaced && !info.namespace.is_empty() {
+        return Err(ApiError::no_route());
+    }
+    if res.namespaced && info.namespace.is_empty() && !matches!(info.verb, "list" | "watch") {
+        return Err(ApiError::no_route());
+    }
+    if info.verb.is_empty() {
+        return Err(ApiError::method_not_allowed(method.as_str(), res.plural));
+    }
+    let enc = negotiate(header_str(headers, header::ACCEPT))?;
+    let ns = info.namespace.as_str();
+    let write = write_options(query)?;
+    let content_type = header_str(headers, header::CONTENT_TYPE).to_string();
+    let declared_len = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+
+    if !info.subresource.is_empty() {
+        let sub = res
+            .subresource(&info.subresource)
+            .ok_or_else(ApiError::no_route)?;
+        if !sub.verbs.contains(&info.verb) {
+            return Err(ApiError::method_not_allowed(
+                info.verb,
+                &format!("{}/{}", res.plural, sub.name),
+            ));
+        }
+        let reg = &state.registry;
+        return match (sub.name, info.verb) {
+            ("status", "get") => Ok(encode_value(
+                StatusCode::OK,
+                &reg.get(res, ns, &info.name).await?.value()?,
+                enc,
+            )),
+            ("status", "update") => {
+                let obj = body::decode_object(
+                    &body::read_body(body, declared_len).await?,
+                    &content_type,
+                )?;
+                Ok(encode_value(
+                    StatusCode::OK,
+                    &reg.update(res, ns, &info.name, obj, Target::Status, &write)
+                        .await?,
+                    enc,
+                ))
+            }
+            ("status", "patch") => {
+                let ptype = patch_type(&content_type)?;
+                let patch = body::decode_object(
+                    &body::read_body(body, declared_len).await?,
+                    "application/json",
+                )?;
+                Ok(encode_value(
+                    StatusCode::OK,
+                    &reg.patch(res, ns, &info.name, ptype, &patch, Target::Status, &write)
+                        .await?,
+                    enc,
+                ))
+            }
+            ("scale", verb) => {
+                scale(
+                    state,
+                    res,
+                    ns,
+                    &info.name,
+                    verb,
+                    body,
+                    declared_len,
+                    &content_type,
+                    &write,
+                    enc,
+                )
+                .await
+            }
+            ("binding", _) => {
+                let obj = body::decode_object(
+                    &body::read_body(body, declared_len).await?,
+                    &content_type,
+                )?;
+                bind(state, res, ns, &info.name, &obj, &write).await
+            }
+            ("eviction", _) => {
+                let obj = body::decode_object(
+                    &body::read_body(body, declared_len).await?,
+                    &content_type,
+                )?;
+                let mut opts = delete_options(query, Some(&obj["deleteOptions"]))?;
+                opts.dry_run |= write.dry_run;
+                let d = reg.delete(res, ns, &info.name, &opts).await?;
+                let _ = d;
+                Ok(json_response(
+                    StatusCode::CREATED,
+                    &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+                ))
+            }
+            ("finalize", _) => {
+                let obj = body::decode_object(
+                    &body::read_body(body, declared_len).await?,
+                    &content_type,
+                )?;
+                let finalizers = obj["spec"]["finalizers"].clone();
+                let v = reg
+                    .update_with(res, ns, &info.name, |o| {
+                        if let Some(m) = o.as_object_mut() {
+                            let spec = m.entry("spec").or_insert_with(|| json!({}));
+                            if finalizers.is_null() {
+                                if let Some(s) = spec.as_object_mut() {
+                                    s.remove("finalizers");
+                                }
+                            } else {
+                                spec["finalizers"] = finalizers.clone();
+                            }
+                        }
+                        Ok(())
+                    })
+                    .await?;
+                Ok(encode_value(StatusCode::OK, &v, enc))
+            }
+            _ => Err(ApiError::method_not_allowed(
+                info.verb,
+                &format!("{}/{}", res.plural, sub.name),
+            )),
+        };
+    }
+
+    if !res.allows(info.verb) {
+        return Err(ApiError::method_not_allowed(info.verb, res.plural));
+    }
+    let reg = &state.registry;
+    match info.verb {
+        "get" => {
+            let obj = reg.get(res, ns, &info.name).await?;
+            respond_object(res, &obj, enc, query)
+        }
+        "list" => {
+            let opts = list_options(res, query, false)?;
+            list(state, res, ns, &opts, enc, query).await
+        }
+        "watch" => {
+            let opts = list_options(res, query, true)?;
+            watch::serve(state.clone(), res, ns.to_string(), opts, query, enc).await
+        }
+        "create" => {
+            let obj =
+                body::decode_object(&body::read_body(body, declared_len).await?, &content_type)?;
+            let created = reg.create(res, ns, obj, &write).await?;
+            Ok(encode_value(StatusCode::CREATED, &created, enc))
+        }
+        "update" => {
+            let obj =
+                body::decode_object(&body::read_body(body, declared_len).await?, &content_type)?;
+            let updated = reg
+                .update(res, ns, &info.name, obj, Target::Main, &write)
+                .await?;
+            Ok(encode_value(StatusCode::OK, &updated, enc))
+        }
+        "patch" => {
+            let ptype = patch_type(&content_type)?;
+            let patch = body::decode_object(
+                &body::read_body(body, declared_len).await?,
+                "application/json",
+            )?;
+            let patched = reg
+                .patch(res, ns, &info.name, ptype, &patch, Target::Main, &write)
+                .await?;
+            Ok(encode_value(StatusCode::OK, &patched, enc))
+        }
+        "delete" => {
+            let raw = body::read_body(body, declared_len).await?;
+            let opts_body = if raw.iter().all(u8::is_ascii_whitespace) {
+                None
+            } else {
+                Some(body::decode_object(&raw, &content_type)?)
+            };
+            let mut opts = delete_options(query, opts_body.as_ref())?;
+            opts.dry_run |= write.dry_run;
+            let d = reg.delete(res, ns, &info.name, &opts).await?;
+            let code = if d.removed {
+                StatusCode::OK
+            } else {
+                StatusCode::OK
+            };
+            Ok(encode_value(code, &d.object, enc))
+        }
+        "deletecollection" => {
+            let raw = body::read_body(body, declared_len).await?;
+            let opts_body = if raw.iter().all(u8::is_ascii_whitespace) {
+                None
+            } else {
+                Some(body::decode_object(&raw, &content_type)?)
+            };
+            let mut opts = delete_options(query, opts_body.as_ref())?;
+            opts.dry_run |= write.dry_run;
+            let lopts = list_options(res, query, false)?;
+            let deleted = reg.delete_collection(res, ns, &lopts, &opts).await?;
+            let list = json!({"kind": res.list_kind(), "apiVersion": res.api_version(), "metadata": {"resourceVersion": state.registry.store().current_revision().to_string()}, "items": deleted});
+            Ok(encode_value(StatusCode::OK, &list, enc))
+        }
+        _ => Err(ApiError::method_not_allowed(info.verb, res.plural)),
+    }
+}
+
+fn patch_type(content_type: &str) -> Result<PatchType, ApiError> {
+    PatchType::from_content_type(content_type)
+        .ok_or_else(|| ApiError::unsupported_media_type(PATCH_MEDIA_TYPES))
+}
+
+fn write_options(q: &Query) -> Result<WriteOptions, ApiError> {
+    let mut dry_run = false;
+    for v in q.all("dryRun") {
+        match v {
+            "All" => dry_run = true,
+            "" => {}
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "Invalid dry run value: {other:?}: supported values: \"All\""
+                )))
+            }
+        }
+    }
+    if let Some(fv) = q.get("fieldValidation") {
+        if !matches!(fv, "" | "Ignore" | "Warn" | "Strict") {
+            return Err(ApiError::bad_request(format!(
+                "fieldValidation must be one of \"Ignore\", \"Warn\", or \"Strict\", got {fv:?}"
+            )));
+        }
+    }
+    Ok(WriteOptions { dry_run })
+}
+
+/// Parses list and watch parameters.
+pub fn list_options(res: &Resource, q: &Query, watch: bool) -> Result<ListOptions, ApiError> {
+    let labels = LabelSelector::parse(q.get("labelSelector").unwrap_or(""))
+        .map_err(ApiError::bad_request)?;
+    let fields = FieldSelector::parse(q.get("fieldSelector").unwrap_or(""))
+        .map_err(ApiError::bad_request)?;
+    for f in fields.fields() {
+        if !res.supports_field(f) {
+            return Err(ApiError::bad_request(format!(
+                "field label not supported: {f}"
+            )));
+        }
+    }
+    let limit = match q.get("limit") {
+        None | Some("") => 0,
+        Some(l) => l
+            .parse::<i64>()
+            .map_err(|_| ApiError::bad_request(format!("invalid limit: {l:?}")))?
+            .max(0) as usize,
+    };
+    if !watch && q.get("sendInitialEvents").is_some() {
+        return Err(ApiError::invalid(
+            "meta.k8s.io",
+            "ListOptions",
+            "",
+            vec![crate::api::FieldError::forbidden(
+                "sendInitialEvents",
+                "sendInitialEvents is forbidden for list",
+            )],
+        ));
+    }
+    let continue_token = q
+        .get("continue")
+        .filter(|c| !c.is_empty())
+        .map(str::to_string);
+    Ok(ListOptions {
+        labels,
+        fields,
+        limit: if watch { 0 } else { limit },
+        continue_token,
+    })
+}
+
+fn delete_options(q: &Query, body: Option<&Value>) -> Result<DeleteOptions, ApiError> {
+    let mut o = DeleteOptions::default();
+    if let Some(b) = body.filter(|b| b.is_object()) {
+        o.uid = b["preconditions"]["uid"].as_str().map(str::to_string);
+        o.resource_version = b["preconditions"]["resourceVersion"]
+            .as_str()
+            .map(str::to_string);
+        o.grace_period = b["gracePeriodSeconds"].as_i64();
+        o.propagation = b["propagationPolicy"].as_str().map(str::to_string);
+        if b["orphanDependents"].as_bool() == Some(true) {
+            o.propagation = Some("Orphan".into());
+        }
+        o.dry_run = b["dryRun"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|v| v == "All"));
+    }
+    if let Some(g) = q.get("gracePeriodSeconds") {
+        o.grace_period =
+            Some(g.parse().map_err(|_| {
+                ApiError::bad_request(format!("invalid gracePeriodSeconds: {g:?}"))
+            })?);
+    }
+    if let Some(p) = q.get("propagationPolicy") {
+        o.propagation = Some(p.to_string());
+    }
+    if let Some(p) = &o.propagation {
+        if !matches!(p.as_str(), "Background" | "Foreground" | "Orphan") {
+            return Err(ApiError::invalid(
+                "meta.k8s.io",
+                "DeleteOptions",
+                "",
+                vec![crate::api::FieldError::not_supported(
+                    "propagationPolicy",
+                    &json!(p),
+                    &["Foreground", "Background", "Orphan", "nil"],
+                )],
+            ));
+        }
+    }
+    Ok(o)
+}
+
+fn respond_object(
+    res: &Resource,
+    obj: &StoredObject,
+    enc: Encoding,
+    q: &Query,
+) -> Result<Resp, ApiError> {
+    match enc {
+        Encoding::Json => Ok(json_bytes(StatusCode::OK, obj.json_bytes())),
+        Encoding::Yaml => Ok(encode_value(StatusCode::OK, &obj.value()?, enc)),
+        Encoding::Table(mv) => {
+            let include = table::IncludeObject::parse(q.get("includeObject"))
+                .map_err(ApiError::bad_request)?;
+            let v = obj.value()?;
+            let rows = vec![table::row(res, &v, include, mv)];
+            Ok(json_response(
+                StatusCode::OK,
+                &table::table(res, rows, &obj.revision.to_string(), None, mv, true),
+            ))
+        }
+    }
+}
+
+async fn list(
+    state: &Arc<AppState>,
+    res: &Resource,
+    ns: &str,
+    opts: &ListOptions,
+    enc: Encoding,
+    q: &Query,
+) -> Result<Resp, ApiError> {
+    if q.get("resourceVersionMatch").is_some_and(|m| !m.is_empty())
+        && q.get("resourceVersion").is_none_or(|rv| rv.is_empty())
+    {
+        return Err(ApiError::invalid(
+            "meta.k8s.io",
+            "ListOptions",
+            "",
+            vec![crate::api::FieldError::forbidden(
+                "resourceVersionMatch",
+                "resourceVersionMatch is forbidden unless resourceVersion is provided",
+            )],
+        ));
+    }
+    let page = state.registry.list(res, ns, opts).await?;
+    let rv = page.revision.to_string();
+    match enc {
+        Encoding::Table(mv) => {
+            let include = table::IncludeObject::parse(q.get("includeObject"))
+                .map_err(ApiError::bad_request)?;
+            let mut rows = Vec::with_capacity(page.items.len());
+            for item in &page.items {
+                rows.push(table::row(res, &item.value()?, include, mv));
+            }
+            Ok(json_response(
+                StatusCode::OK,
+                &table::table(res, rows, &rv, page.continue_token.as_deref(), mv, true),
+            ))
+        }
+        Encoding::Yaml => {
+            let items: Result<Vec<Value>, ApiError> =
+                page.items.iter().map(StoredObject::value).collect();
+            let mut list = json!({"kind": res.list_kind(), "apiVersion": res.api_version(), "metadata": {"resourceVersion": rv}, "items": items?});
+            if let Some(c) = &page.continue_token {
+                list["metadata"]["continue"] = json!(c);
+            }
+            Ok(encode_value(StatusCode::OK, &list, enc))
+        }
+        Encoding::Json => {
+            // Splice stored bytes into the list without decoding each object.
+            let mut meta = json!({"resourceVersion": rv});
+            if let Some(c) = &page.continue_token {
+                meta["continue"] = json!(c);
+                if let Some(r) = page.remaining {
+                    meta["remainingItemCount"] = json!(r);
+                }
+            }
+            let total: usize = page.items.iter().map(|i| i.bytes.len() + 40).sum();
+            let mut out = Vec::with_capacity(total + 128);
+            out.extend_from_slice(
+                format!(
+                    "{{\"kind\":{:?},\"apiVersion\":{:?},\"metadata\":{},\"items\":[",
+                    res.list_kind(),
+                    res.api_version(),
+                    meta
+                )
+                .as_bytes(),
+            );
+            for (i, item) in page.items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(&item.json_bytes());
+            }
+            out.extend_from_slice(b"]}");
+            Ok(json_bytes(StatusCode::OK, out))
+        }
+    }
+}
+
+/// The label selector of a workload rendered in upstream's string form.
+fn selector_string(res: &Resource, obj: &Value) -> String {
+    let sel = &obj["spec"]["selector"];
+    if res.plural == "replicationcontrollers" {
+        let mut parts: Vec<String> = sel
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                    .collect()
+            })
+            .unwrap_or_default();
+        parts.sort();
+        return parts.join(",");
+    }
+    let mut parts: Vec<String> = sel["matchLabels"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                .collect()
+        })
+        .unwrap_or_default();
+    for e in sel["matchExpressions"].as_array().into_iter().flatten() {
+        let key = e["key"].as_str().unwrap_or("");
+        let mut vals: Vec<&str> = e["values"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        vals.sort();
+        parts.push(match e["operator"].as_str().unwrap_or("") {
+            "In" => format!("{key} in ({})", vals.join(",")),
+            "NotIn" => format!("{key} notin ({})", vals.join(",")),
+            "Exists" => key.to_string(),
+            "DoesNotExist" => format!("!{key}"),
+            _ => continue,
+        });
+    }
+    parts.sort();
+    parts.join(",")
+}
+
+fn scale_of(res: &Resource, obj: &Value) -> Value {
+    let m = &obj["metadata"];
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {"name": m["name"], "namespace": m["namespace"], "uid": m["uid"], "resourceVersion": m["resourceVersion"], "creationTimestamp": m["creationTimestamp"]},
+        "spec": {"replicas": obj["spec"]["replicas"].as_i64().unwrap_or(0)},
+        "status": {"replicas": obj["status"]["replicas"].as_i64().unwrap_or(0), "selector": selector_string(res, obj)},
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn scale(
+    state: &Arc<AppState>,
+    res: &Resource,
+    ns: &str,
+    name: &str,
+    verb: &str,
+    body: Incoming,
+    declared_len: Option<u64>,
+    content_type: &str,
+    write: &WriteOptions,
+    enc: Encoding,
+) -> Result<Resp, ApiError> {
+    let reg = &state.registry;
+    let current = reg.get(res, ns, name).await?;
+    let obj = current.value()?;
+    let sc = scale_of(res, &obj);
+    if verb == "get" {
+        return Ok(encode_value(StatusCode::OK, &sc, enc));
+    }
+    let raw = body::read_body(body, declared_len).await?;
+    let mut new_scale = sc.clone();
+    if verb == "update" {
+        new_scale = body::decode_object(&raw, content_type)?;
+    } else {
+        let patch = body::decode_object(&raw, "application/json")?;
+        match patch_type(content_type)? {
+            PatchType::Json => crate::api::patch::apply_json_patch(&mut new_scale, &patch)?,
+            PatchType::Merge | PatchType::Strategic => {
+                crate::api::patch::apply_merge_patch(&mut new_scale, &patch)?
+            }
+            PatchType::Apply => {
+                return Err(ApiError::unsupported_media_type(&PATCH_MEDIA_TYPES[..3]))
+            }
+        }
+    }
+    let replicas = new_scale["spec"]["replicas"].as_i64().unwrap_or(0);
+    if replicas < 0 {
+        return Err(ApiError::invalid(
+            "autoscaling",
+            "Scale",
+            name,
+            vec![crate::api::FieldError::invalid(
+                "spec.replicas",
+                &json!(replicas),
+                "must be greater than or equal to 0",
+            )],
+        ));
+    }
+    let pinned = new_scale["metadata"]["resourceVersion"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .map(str::to_string);
+    if let Some(rv) = &pinned {
+        if *rv != current.revision.to_string() {
+            return Err(ApiError::conflict(res.group, res.plural, name));
+        }
+    }
+    let mut parent = obj.clone();
+    parent["spec"]["replicas"] = json!(replicas);
+    if pinned.is_none() {
+        meta::metadata_mut(&mut parent).remove("resourceVersion");
+    }
+    let updated = reg
+        .update(res, ns, name, parent, Target::Main, write)
+        .await?;
+    Ok(encode_value(StatusCode::OK, &scale_of(res, &updated), enc))
+}
+
+async fn bind(
+    state: &Arc<AppState>,
+    res: &Resource,
+    ns: &str,
+    name: &str,
+    binding: &Value,
+    write: &WriteOptions,
+) -> Result<Resp, ApiError> {
+    let node = binding["target"]["name"].as_str().unwrap_or("").to_string();
+    if node.is_empty() {
+        return Err(ApiError::invalid(
+            "",
+            "Binding",
+            name,
+            vec![crate::api::FieldError::required("target.name")],
+        ));
+    }
+    if write.dry_run {
+        return Ok(json_response(
+            StatusCode::CREATED,
+            &status::success_status("", "pods", name, ""),
+        ));
+    }
+    let now = meta::now_rfc3339();
+    state
+        .registry
+        .update_with(res, ns, name, |pod| {
+            let current = pod["spec"]["nodeName"].as_str().unwrap_or("");
+            if !current.is_empty() {
+                return Err(ApiError::conflict_msg("", "pods", name, &format!("pod {name} is already assigned to node {current:?}")));
+            }
+            if meta::is_deleting(pod) {
+                return Err(ApiError::conflict_msg("", "pods", name, "pod is being deleted, cannot be assigned to a host"));
+            }
+            pod["spec"]["nodeName"] = json!(node);
+            let conds = pod["status"]["conditions"].as_array().cloned().unwrap_or_default();
+            let mut conds: Vec<Value> = conds.into_iter().filter(|c| c["type"] != "PodScheduled").collect();
+            conds.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now}));
+            pod["status"]["conditions"] = Value::Array(conds);
+            Ok(())
+        })
+        .await?;
+    Ok(json_response(
+        StatusCode::CREATED,
+        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+    ))
+}
