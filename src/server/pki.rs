@@ -336,16 +336,13 @@ fn ensure_leaf(
     let key_pem = read_optional(&key_path)?;
     let key = key_pem.as_deref().and_then(|k| KeyPair::from_pem(k).ok());
 
-    let reason = match (&cert_pem, &key) {
-        (None, _) => Some("missing".to_string()),
-        (Some(_), None) => Some("key missing or unreadable".to_string()),
-        (Some(pem), Some(key)) => leaf_problem(pem, key, ca, &leaf, now),
-    };
-    let Some(reason) = reason else {
-        if let (Some(c), Some(k)) = (cert_pem, key_pem) {
-            return Ok((c, k));
-        }
-        unreachable!("no problem means both files were read");
+    let reason = match (&cert_pem, &key_pem, &key) {
+        (Some(pem), Some(key_text), Some(key)) => match leaf_problem(pem, key, ca, &leaf, now) {
+            None => return Ok((pem.clone(), key_text.clone())),
+            Some(reason) => reason,
+        },
+        (None, _, _) => "missing".to_string(),
+        _ => "key missing or unreadable".to_string(),
     };
     if cert_pem.is_some() {
         tracing::info!("reissuing {} certificate: {reason}", name);
@@ -428,7 +425,9 @@ fn leaf_problem(pem: &str, key: &KeyPair, ca: &Ca, leaf: &Leaf<'_>, now: u64) ->
             None
         }
         Leaf::Client { cn, org } => {
-            let ident = client_identity(&der)?;
+            let Some(ident) = client_identity(&der) else {
+                return Some("subject unreadable".into());
+            };
             if ident.0 != *cn || org.is_some_and(|o| !ident.1.iter().any(|g| g == o)) {
                 return Some("subject changed".into());
             }
