@@ -1,14 +1,25 @@
 //! Command-line flags, `K3RS_*` environment variables and `/etc/k3rs/config.yaml`
 //! (k3s-compatible key names), resolved into the settings each mode runs with.
-//! (CLI parsing being written.)
+//!
+//! Precedence, as in k3s: command line > config file(s) > environment > defaults. The config
+//! file (and its `config.yaml.d/*.yaml` drop-ins, in name order) is turned into `--key=value`
+//! arguments inserted right after the subcommand, so flags typed on the command line come later
+//! and win (single-value flags override, list flags such as `--tls-san` append). Environment
+//! variables are clap's fallback for flags that appear nowhere in the arguments.
 
+mod file;
+
+use clap::{Arg, ArgAction, CommandFactory, FromArgMatches, Parser, Subcommand};
+use file::{flag_spec, load_config_files};
+use std::ffi::OsString;
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
 /// Everything `k3rs server` needs, resolved from flags, env and config file.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
-    /// Root of all state (`/var/lib/k3rs`, or `~/.k3rs` for non-root users).
+    /// Root of all state (`/var/lib/k3rs`, or `~/.k3rs` for non-root users). Always absolute.
     pub data_dir: PathBuf,
     /// Address the HTTPS listener binds (default 0.0.0.0).
     pub bind_address: IpAddr,
@@ -16,15 +27,16 @@ pub struct ServerConfig {
     pub https_listen_port: u16,
     /// Address advertised to the cluster (default: the node IP).
     pub advertise_address: Option<IpAddr>,
-    /// Extra subject alternative names for the serving certificate.
+    /// Extra subject alternative names for the serving certificate (deduplicated, in order).
     pub tls_san: Vec<String>,
-    /// Pod network, e.g. 10.42.0.0/16.
+    /// Pod network, e.g. 10.42.0.0/16 (a comma-separated list for dual stack).
     pub cluster_cidr: String,
-    /// Service network, e.g. 10.43.0.0/16.
+    /// Service network, e.g. 10.43.0.0/16 (a comma-separated list for dual stack).
     pub service_cidr: String,
-    /// Cluster DNS domain (cluster.local).
+    /// Cluster DNS domain (cluster.local), lower-cased.
     pub cluster_domain: String,
-    /// The shared secret or full `K10…` token, when given.
+    /// The shared secret or full `K10…` token, when given (from `--token`, or read from
+    /// `--token-file` when `--token` is not set).
     pub token: Option<String>,
     /// This node's name (default: the hostname, lower-cased).
     pub node_name: String,
@@ -34,4 +46,622 @@ pub struct ServerConfig {
     pub write_kubeconfig: PathBuf,
     /// File mode of the kubeconfig (default 0600).
     pub write_kubeconfig_mode: u32,
+    /// `--debug`: log at debug level.
+    pub debug: bool,
+    /// `-v N`: log verbosity (0 = info, 1-4 = debug, 5+ = trace).
+    pub verbosity: u8,
+    /// The config files that were read, in the order they were applied.
+    pub config_files: Vec<PathBuf>,
 }
+
+impl ServerConfig {
+    /// The ClusterIP of the `kubernetes` service: the first address of the (first) service
+    /// CIDR, e.g. 10.43.0.1. It belongs in the serving certificate.
+    pub fn api_service_ip(&self) -> Option<IpAddr> {
+        let first = self.service_cidr.split(',').next()?;
+        let (addr, prefix) = parse_cidr(first.trim()).ok()?;
+        Some(nth_address(addr, prefix, 1))
+    }
+
+    /// The tracing level these flags ask for (`RUST_LOG` overrides it in main).
+    pub fn log_level(&self) -> tracing::Level {
+        match (self.debug, self.verbosity) {
+            (_, v) if v >= 5 => tracing::Level::TRACE,
+            (true, _) | (_, 1..) => tracing::Level::DEBUG,
+            _ => tracing::Level::INFO,
+        }
+    }
+}
+
+/// What the command line asks k3rs to do.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // built once per process
+pub enum Command {
+    /// `k3rs server`.
+    Server(ServerConfig),
+    /// `k3rs version` or `k3rs --version`.
+    Version,
+    /// A subcommand that this build does not implement yet (`agent`, `token`, ...).
+    NotAvailable(&'static str),
+}
+
+/// A command line or config file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Clap's own outcome: usage errors, `--help`. Print it with `exit()` (clap's exit code).
+    #[error("{}", first_line(&.0.to_string()))]
+    Cli(clap::Error),
+    /// A config file that cannot be read or used.
+    #[error("{}{}: {message}", path.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line, when known.
+        line: Option<usize>,
+        /// What is wrong.
+        message: String,
+    },
+    /// A flag value that does not parse.
+    #[error("invalid value \"{value}\" for --{flag}: {reason}")]
+    Invalid {
+        /// The flag's long name.
+        flag: String,
+        /// The offending value.
+        value: String,
+        /// Why it is rejected.
+        reason: String,
+    },
+    /// Anything else (unreadable token file, no home directory, ...).
+    #[error("{0}")]
+    Other(String),
+}
+
+fn first_line(s: &str) -> String {
+    let line = s.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+    line.trim_start_matches("error: ").to_string()
+}
+
+/// The environment facts the defaults depend on (injectable for tests).
+#[derive(Clone, Debug)]
+pub struct Host {
+    /// Running as root (euid 0).
+    pub root: bool,
+    /// `$HOME`.
+    pub home: Option<PathBuf>,
+    /// The machine's hostname.
+    pub hostname: String,
+    /// Current directory, to make relative paths absolute.
+    pub cwd: PathBuf,
+    /// The config file read when neither `--config` nor `K3RS_CONFIG_FILE` is given.
+    pub default_config: PathBuf,
+}
+
+/// Default config file path.
+pub const DEFAULT_CONFIG_FILE: &str = "/etc/k3rs/config.yaml";
+
+impl Host {
+    /// The facts of the running process.
+    pub fn current() -> Host {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let root = unsafe { libc::geteuid() } == 0;
+        Host {
+            root,
+            home: std::env::var_os("HOME")
+                .filter(|h| !h.is_empty())
+                .map(PathBuf::from),
+            hostname: hostname().unwrap_or_default(),
+            cwd: std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")),
+            default_config: PathBuf::from(DEFAULT_CONFIG_FILE),
+        }
+    }
+}
+
+fn hostname() -> Option<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for `len` bytes; gethostname NUL-terminates on success
+    // (and we cap at the buffer length regardless).
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return None;
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    Some(String::from_utf8_lossy(&buf[..end]).into_owned())
+}
+
+fn version_line() -> &'static str {
+    static LINE: OnceLock<String> = OnceLock::new();
+    LINE.get_or_init(|| {
+        format!(
+            "version {} ({})",
+            crate::version::git_version(),
+            crate::version::git_commit()
+        )
+    })
+}
+
+/// `k3rs version v1.35.0+k3rs1 (<commit>)`: what `k3rs --version` and `k3rs version` print.
+pub fn version_text() -> String {
+    format!("k3rs {}", version_line())
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "k3rs",
+    about = "Lightweight Kubernetes for the edge",
+    disable_version_flag = true,
+    subcommand_required = true,
+    arg_required_else_help = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    sub: Sub,
+}
+
+#[derive(Subcommand, Debug)]
+#[allow(clippy::large_enum_variant)]
+enum Sub {
+    /// Run management server
+    #[command(args_override_self = true)]
+    Server(ServerArgs),
+    /// Print the version
+    Version,
+    /// Run node agent (not available yet)
+    #[command(disable_help_flag = true)]
+    Agent(Passthrough),
+    /// Manage bootstrap tokens (not available yet)
+    #[command(disable_help_flag = true)]
+    Token(Passthrough),
+    /// Manage certificates (not available yet)
+    #[command(disable_help_flag = true)]
+    Certificate(Passthrough),
+    /// Check the host for required kernel features (not available yet)
+    #[command(disable_help_flag = true)]
+    CheckConfig(Passthrough),
+    /// Run kubectl (not available yet)
+    #[command(disable_help_flag = true)]
+    Kubectl(Passthrough),
+}
+
+#[derive(clap::Args, Debug)]
+struct Passthrough {
+    #[arg(num_args = 0.., trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<OsString>,
+}
+
+/// The raw `server` flags. Values stay strings so that every check produces the same one-line
+/// error, whether the value came from the command line, the environment or a config file.
+#[derive(clap::Args, Debug)]
+struct ServerArgs {
+    /// Load configuration from FILE
+    #[arg(short = 'c', long, env = "K3RS_CONFIG_FILE", value_name = "FILE")]
+    config: Option<String>,
+    /// Turn on debug logs
+    #[arg(long, env = "K3RS_DEBUG", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_name = "BOOL")]
+    debug: Option<String>,
+    /// Number for the log level verbosity
+    #[arg(short = 'v', value_name = "N")]
+    v: Option<String>,
+    /// Folder to hold state (default: /var/lib/k3rs or ${HOME}/.k3rs if not root)
+    #[arg(short = 'd', long, env = "K3RS_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<String>,
+    /// IP address the HTTPS listener binds
+    #[arg(
+        long,
+        env = "K3RS_BIND_ADDRESS",
+        default_value = "0.0.0.0",
+        value_name = "IP"
+    )]
+    bind_address: String,
+    /// HTTPS listen port
+    #[arg(
+        long,
+        env = "K3RS_HTTPS_LISTEN_PORT",
+        default_value = "6443",
+        value_name = "PORT"
+    )]
+    https_listen_port: String,
+    /// IP address the apiserver advertises to members of the cluster (default: node IP)
+    #[arg(long, env = "K3RS_ADVERTISE_ADDRESS", value_name = "IP")]
+    advertise_address: Option<String>,
+    /// Add additional hostnames or IPv4/IPv6 addresses as Subject Alternative Names on the
+    /// server TLS cert
+    #[arg(long, env = "K3RS_TLS_SAN", action = ArgAction::Append, value_delimiter = ',',
+          value_name = "NAME")]
+    tls_san: Vec<String>,
+    /// IPv4/IPv6 network CIDRs to use for pod IPs
+    #[arg(
+        long,
+        env = "K3RS_CLUSTER_CIDR",
+        default_value = "10.42.0.0/16",
+        value_name = "CIDR"
+    )]
+    cluster_cidr: String,
+    /// IPv4/IPv6 network CIDRs to use for service IPs
+    #[arg(
+        long,
+        env = "K3RS_SERVICE_CIDR",
+        default_value = "10.43.0.0/16",
+        value_name = "CIDR"
+    )]
+    service_cidr: String,
+    /// Cluster Domain
+    #[arg(
+        long,
+        env = "K3RS_CLUSTER_DOMAIN",
+        default_value = "cluster.local",
+        value_name = "DOMAIN"
+    )]
+    cluster_domain: String,
+    /// Shared secret used to join a server or agent to a cluster
+    #[arg(
+        short = 't',
+        long,
+        env = "K3RS_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    token: Option<String>,
+    /// File containing the token
+    #[arg(long, env = "K3RS_TOKEN_FILE", value_name = "FILE")]
+    token_file: Option<String>,
+    /// Node name (default: the hostname, lower-cased)
+    #[arg(long, env = "K3RS_NODE_NAME", value_name = "NAME")]
+    node_name: Option<String>,
+    /// Do not run a local agent and register a local kubelet
+    #[arg(long, env = "K3RS_DISABLE_AGENT", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_name = "BOOL")]
+    disable_agent: Option<String>,
+    /// Write kubeconfig for admin client to this file (default: /etc/k3rs/k3rs.yaml, or
+    /// ${HOME}/.kube/k3rs.yaml if not root)
+    #[arg(short = 'o', long, env = "K3RS_KUBECONFIG_OUTPUT", value_name = "FILE")]
+    write_kubeconfig: Option<String>,
+    /// Write kubeconfig with this mode
+    #[arg(
+        long,
+        env = "K3RS_KUBECONFIG_MODE",
+        default_value = "0600",
+        value_name = "MODE"
+    )]
+    write_kubeconfig_mode: String,
+}
+
+fn cli_command() -> clap::Command {
+    Cli::command().version(version_line()).arg(
+        Arg::new("version")
+            .short('v')
+            .long("version")
+            .action(ArgAction::Version)
+            .help("Print the version"),
+    )
+}
+
+/// Parses `args` (including the program name) against the real environment.
+pub fn parse(args: Vec<OsString>) -> Result<Command, ConfigError> {
+    parse_with(args, &Host::current())
+}
+
+/// [`parse`] with explicit host facts (defaults, default config path).
+pub fn parse_with(args: Vec<OsString>, host: &Host) -> Result<Command, ConfigError> {
+    let first = match cli_command().try_get_matches_from(&args) {
+        Ok(m) => m,
+        Err(e) if e.kind() == clap::error::ErrorKind::DisplayVersion => {
+            return Ok(Command::Version)
+        }
+        Err(e) => return Err(ConfigError::Cli(e)),
+    };
+    let cli = Cli::from_arg_matches(&first).map_err(ConfigError::Cli)?;
+    let server = match cli.sub {
+        Sub::Server(a) => a,
+        Sub::Version => return Ok(Command::Version),
+        Sub::Agent(_) => return Ok(Command::NotAvailable("agent")),
+        Sub::Token(_) => return Ok(Command::NotAvailable("token")),
+        Sub::Certificate(_) => return Ok(Command::NotAvailable("certificate")),
+        Sub::CheckConfig(_) => return Ok(Command::NotAvailable("check-config")),
+        Sub::Kubectl(_) => return Ok(Command::NotAvailable("kubectl")),
+    };
+
+    // Where is the config file, and was it asked for explicitly?
+    let (config_path, explicit) = match server.config.as_deref().filter(|s| !s.is_empty()) {
+        Some(p) => (host.cwd.join(p), true),
+        None => (host.default_config.clone(), false),
+    };
+    let spec = flag_spec(&cli_command(), "server");
+    let (file_args, files) = load_config_files(&config_path, explicit, &spec)?;
+
+    let server = if file_args.is_empty() {
+        server
+    } else {
+        // Insert the file's arguments right after the subcommand so the command line wins.
+        let sub_at = args
+            .iter()
+            .skip(1)
+            .position(|a| !a.to_string_lossy().starts_with('-'))
+            .map(|i| i + 1)
+            .unwrap_or(1);
+        let mut merged: Vec<OsString> = args[..=sub_at].to_vec();
+        merged.extend(file_args.into_iter().map(OsString::from));
+        merged.extend(args[sub_at + 1..].iter().cloned());
+        let m = cli_command()
+            .try_get_matches_from(merged)
+            .map_err(ConfigError::Cli)?;
+        match Cli::from_arg_matches(&m).map_err(ConfigError::Cli)?.sub {
+            Sub::Server(a) => a,
+            _ => {
+                return Err(ConfigError::Other(
+                    "config file changed the subcommand".into(),
+                ))
+            }
+        }
+    };
+    resolve_server(server, host, files).map(Command::Server)
+}
+
+/// Checks one flag value (long name, or the short letter for short-only flags).
+fn validate(flag: &str, value: &str) -> Result<(), String> {
+    match flag {
+        "bind-address" | "advertise-address" => parse_ip(value).map(drop),
+        "https-listen-port" => parse_port(value).map(drop),
+        "tls-san" => parse_san(value).map(drop),
+        "cluster-cidr" | "service-cidr" => parse_cidr_list(value).map(drop),
+        "cluster-domain" => parse_dns_name(value).map(drop),
+        "node-name" => parse_dns_name(value).map(drop),
+        "write-kubeconfig-mode" => parse_mode(value).map(drop),
+        "debug" | "disable-agent" => parse_bool(value).map(drop),
+        "v" => parse_verbosity(value).map(drop),
+        _ => Ok(()),
+    }
+}
+
+fn check<T>(flag: &str, value: &str, f: fn(&str) -> Result<T, String>) -> Result<T, ConfigError> {
+    f(value).map_err(|reason| ConfigError::Invalid {
+        flag: flag.to_string(),
+        value: value.to_string(),
+        reason,
+    })
+}
+
+fn resolve_server(
+    a: ServerArgs,
+    host: &Host,
+    config_files: Vec<PathBuf>,
+) -> Result<ServerConfig, ConfigError> {
+    let nonempty = |o: Option<String>| o.map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+
+    let home = || {
+        host.home.clone().ok_or_else(|| {
+            ConfigError::Other(
+                "cannot determine the home directory ($HOME is not set); pass --data-dir and \
+                 --write-kubeconfig"
+                    .into(),
+            )
+        })
+    };
+    let data_dir = match nonempty(a.data_dir) {
+        Some(d) => host.cwd.join(d),
+        None if host.root => PathBuf::from("/var/lib/k3rs"),
+        None => home()?.join(".k3rs"),
+    };
+    let write_kubeconfig = match nonempty(a.write_kubeconfig) {
+        Some(p) => host.cwd.join(p),
+        None if host.root => PathBuf::from("/etc/k3rs/k3rs.yaml"),
+        None => home()?.join(".kube").join("k3rs.yaml"),
+    };
+
+    let bind_address = check("bind-address", a.bind_address.trim(), parse_ip)?;
+    let https_listen_port = check("https-listen-port", a.https_listen_port.trim(), parse_port)?;
+    let advertise_address = match nonempty(a.advertise_address) {
+        Some(v) => Some(check("advertise-address", &v, parse_ip)?),
+        None => None,
+    };
+    let mut tls_san: Vec<String> = Vec::new();
+    for san in a.tls_san.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
+        let san = check("tls-san", san, parse_san)?;
+        if !tls_san.contains(&san) {
+            tls_san.push(san);
+        }
+    }
+    let cluster_cidr = check("cluster-cidr", a.cluster_cidr.trim(), parse_cidr_list)?;
+    let service_cidr = check("service-cidr", a.service_cidr.trim(), parse_cidr_list)?;
+    let cluster_domain = check("cluster-domain", a.cluster_domain.trim(), parse_dns_name)?;
+
+    let token = match (nonempty(a.token), nonempty(a.token_file)) {
+        (Some(t), _) => Some(t),
+        (None, Some(file)) => {
+            let path = host.cwd.join(&file);
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                ConfigError::Other(format!("cannot read --token-file {}: {e}", path.display()))
+            })?;
+            let t = text.trim().to_string();
+            if t.is_empty() {
+                return Err(ConfigError::Other(format!(
+                    "--token-file {} is empty",
+                    path.display()
+                )));
+            }
+            Some(t)
+        }
+        (None, None) => None,
+    };
+
+    let node_name = match nonempty(a.node_name) {
+        Some(n) => check("node-name", &n, parse_dns_name)?,
+        None => {
+            let h = host.hostname.trim().to_lowercase();
+            parse_dns_name(&h).map_err(|reason| {
+                ConfigError::Other(format!(
+                    "hostname \"{h}\" is not a valid node name ({reason}); set --node-name"
+                ))
+            })?
+        }
+    };
+    let disable_agent = match nonempty(a.disable_agent) {
+        Some(v) => check("disable-agent", &v, parse_bool)?,
+        None => false,
+    };
+    let debug = match nonempty(a.debug) {
+        Some(v) => check("debug", &v, parse_bool)?,
+        None => false,
+    };
+    let verbosity = match nonempty(a.v) {
+        Some(v) => check("v", &v, parse_verbosity)?,
+        None => 0,
+    };
+    let write_kubeconfig_mode = check(
+        "write-kubeconfig-mode",
+        a.write_kubeconfig_mode.trim(),
+        parse_mode,
+    )?;
+
+    Ok(ServerConfig {
+        data_dir,
+        bind_address,
+        https_listen_port,
+        advertise_address,
+        tls_san,
+        cluster_cidr,
+        service_cidr,
+        cluster_domain,
+        token,
+        node_name,
+        disable_agent,
+        write_kubeconfig,
+        write_kubeconfig_mode,
+        debug,
+        verbosity,
+        config_files,
+    })
+}
+
+fn parse_ip(s: &str) -> Result<IpAddr, String> {
+    s.parse::<IpAddr>()
+        .map_err(|_| "not an IPv4 or IPv6 address".to_string())
+}
+
+fn parse_port(s: &str) -> Result<u16, String> {
+    match s.parse::<u32>() {
+        Ok(p) if (1..=65535).contains(&p) => Ok(p as u16),
+        _ => Err("must be a port number between 1 and 65535".into()),
+    }
+}
+
+fn parse_bool(s: &str) -> Result<bool, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "true" | "t" | "1" | "yes" | "on" => Ok(true),
+        "false" | "f" | "0" | "no" | "off" => Ok(false),
+        _ => Err("must be true or false".into()),
+    }
+}
+
+fn parse_verbosity(s: &str) -> Result<u8, String> {
+    s.parse::<u8>()
+        .map_err(|_| "must be a number from 0 to 255".into())
+}
+
+/// `0644`, `644` or `0o644` → 0o644; at most 0777.
+fn parse_mode(s: &str) -> Result<u32, String> {
+    let digits = s.strip_prefix("0o").unwrap_or(s);
+    if digits.is_empty() || digits.len() > 4 || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b))
+    {
+        return Err("must be an octal file mode such as 0600 or 0644".into());
+    }
+    let mode = u32::from_str_radix(digits, 8).map_err(|e| e.to_string())?;
+    if mode > 0o777 {
+        return Err("must be at most 0777".into());
+    }
+    Ok(mode)
+}
+
+/// Parses `a.b.c.d/n` or `ipv6/n`.
+pub fn parse_cidr(s: &str) -> Result<(IpAddr, u8), String> {
+    let (addr, prefix) = s
+        .split_once('/')
+        .ok_or_else(|| format!("\"{s}\" is not a CIDR (expected address/prefix-length)"))?;
+    let addr: IpAddr = addr
+        .parse()
+        .map_err(|_| format!("\"{addr}\" is not an IPv4 or IPv6 address"))?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let prefix: u8 = match prefix.parse::<u8>() {
+        Ok(p) if p <= max => p,
+        _ => return Err(format!("prefix length \"{prefix}\" must be 0 to {max}")),
+    };
+    Ok((addr, prefix))
+}
+
+/// A comma-separated list of one or two CIDRs (dual stack), normalised without spaces.
+fn parse_cidr_list(s: &str) -> Result<String, String> {
+    let parts: Vec<&str> = s.split(',').map(str::trim).collect();
+    if parts.len() > 2 {
+        return Err("at most two CIDRs (one IPv4, one IPv6) are allowed".into());
+    }
+    let mut v4 = 0;
+    for p in &parts {
+        let (addr, _) = parse_cidr(p)?;
+        v4 += usize::from(addr.is_ipv4());
+    }
+    if parts.len() == 2 && v4 != 1 {
+        return Err("two CIDRs must be one IPv4 and one IPv6".into());
+    }
+    Ok(parts.join(","))
+}
+
+/// The `n`-th address of the network `addr/prefix` (host bits of `addr` cleared first).
+pub fn nth_address(addr: IpAddr, prefix: u8, n: u128) -> IpAddr {
+    match addr {
+        IpAddr::V4(a) => {
+            let mask = if prefix == 0 {
+                0
+            } else {
+                u32::MAX << (32 - u32::from(prefix))
+            };
+            IpAddr::V4(((u32::from(a) & mask).wrapping_add(n as u32)).into())
+        }
+        IpAddr::V6(a) => {
+            let mask = if prefix == 0 {
+                0
+            } else {
+                u128::MAX << (128 - u32::from(prefix))
+            };
+            IpAddr::V6(((u128::from(a) & mask).wrapping_add(n)).into())
+        }
+    }
+}
+
+/// A DNS name (RFC 1123 subdomain), returned lower-cased.
+fn parse_dns_name(s: &str) -> Result<String, String> {
+    let lower = s.to_ascii_lowercase();
+    if lower.is_empty() || lower.len() > 253 {
+        return Err("must be a DNS name of 1 to 253 characters".into());
+    }
+    for label in lower.split('.') {
+        let ok = !label.is_empty()
+            && label.len() <= 63
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-');
+        if !ok {
+            return Err(format!(
+                "\"{label}\" is not a valid DNS label (letters, digits and '-', at most 63 \
+                 characters, not starting or ending with '-')"
+            ));
+        }
+    }
+    Ok(lower)
+}
+
+/// A `--tls-san`: an IP address, or a DNS name (optionally `*.` wildcard).
+fn parse_san(s: &str) -> Result<String, String> {
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Ok(ip.to_string());
+    }
+    match s.strip_prefix("*.") {
+        Some(rest) => parse_dns_name(rest).map(|n| format!("*.{n}")),
+        None => parse_dns_name(s),
+    }
+    .map_err(|_| "must be an IP address or a DNS name".to_string())
+}
+
+#[cfg(test)]
+mod tests;

@@ -10,74 +10,10 @@ pub mod store;
 
 use crate::config::ServerConfig;
 use anyhow::Context;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-
-/// The first usable address of a CIDR (`10.43.0.0/16` → `10.43.0.1`): the `kubernetes`
-/// service IP, which must be in the serving certificate.
-pub fn first_ip(cidr: &str) -> Option<IpAddr> {
-    let (addr, _) = cidr.split_once('/')?;
-    match addr.parse::<IpAddr>().ok()? {
-        IpAddr::V4(a) => Some(IpAddr::V4(Ipv4Addr::from(u32::from(a).wrapping_add(1)))),
-        IpAddr::V6(a) => Some(IpAddr::V6(Ipv6Addr::from(u128::from(a).wrapping_add(1)))),
-    }
-}
-
-/// The serving certificate's names for this configuration.
-pub fn serving_sans(cfg: &ServerConfig) -> pki::Sans {
-    let mut sans = pki::Sans::default();
-    let mut dns = vec![
-        "localhost".to_string(),
-        "kubernetes".into(),
-        "kubernetes.default".into(),
-        "kubernetes.default.svc".into(),
-    ];
-    dns.push(format!("kubernetes.default.svc.{}", cfg.cluster_domain));
-    if let Ok(h) = hostname() {
-        dns.push(h);
-    }
-    dns.push(cfg.node_name.clone());
-    let mut ips: Vec<IpAddr> = vec![
-        IpAddr::V4(Ipv4Addr::LOCALHOST),
-        IpAddr::V6(Ipv6Addr::LOCALHOST),
-    ];
-    if let Some(a) = cfg.advertise_address {
-        ips.push(a);
-    }
-    if !cfg.bind_address.is_unspecified() {
-        ips.push(cfg.bind_address);
-    }
-    for cidr in cfg.service_cidr.split(',') {
-        if let Some(ip) = first_ip(cidr.trim()) {
-            ips.push(ip);
-        }
-    }
-    for san in &cfg.tls_san {
-        match san.parse::<IpAddr>() {
-            Ok(ip) => ips.push(ip),
-            Err(_) => dns.push(san.clone()),
-        }
-    }
-    for d in dns {
-        if !d.is_empty() && !sans.dns.contains(&d) {
-            sans.dns.push(d);
-        }
-    }
-    for ip in ips {
-        if !sans.ips.contains(&ip) {
-            sans.ips.push(ip);
-        }
-    }
-    sans
-}
-
-fn hostname() -> std::io::Result<String> {
-    Ok(std::fs::read_to_string("/proc/sys/kernel/hostname")?
-        .trim()
-        .to_lowercase())
-}
 
 fn ensure_writable_dir(dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)
@@ -137,7 +73,7 @@ pub async fn run_until(
         }
     })?;
 
-    let sans = serving_sans(&cfg);
+    let sans = pki::Sans::for_server(&cfg, &[]);
     let pki = pki::ensure(&server_dir.join("tls"), &sans).context("certificates")?;
     bootstrap::ensure_token(&server_dir, &pki.server_ca_pem, cfg.token.as_deref())
         .context("cluster token")?;
