@@ -49,7 +49,7 @@ mod watch;
 mod writer;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -88,6 +88,8 @@ struct Shared {
     revision: AtomicI64,
     compacted: AtomicI64,
     hub: Mutex<watch::Hub>,
+    /// Write transactions committed since open (each holds one or more writes).
+    commits: AtomicU64,
 }
 
 impl Shared {
@@ -131,6 +133,7 @@ impl SqliteStore {
             revision: AtomicI64::new(state.revision),
             compacted: AtomicI64::new(state.compacted),
             hub: Mutex::new(watch::Hub::new(state.revision)),
+            commits: AtomicU64::new(0),
         });
         let (tx, rx) = mpsc::channel(writer::QUEUE);
         let thread = writer::spawn(conn, rx, shared.clone(), opts.history_revisions)?;
@@ -157,6 +160,12 @@ impl SqliteStore {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.shared.path
+    }
+
+    /// Write transactions committed since open; with the revision, this shows how well
+    /// group commit batches (revisions per commit).
+    pub fn commits(&self) -> u64 {
+        self.shared.commits.load(Ordering::Relaxed)
     }
 
     fn closed(&self) -> StoreError {

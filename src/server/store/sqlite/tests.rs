@@ -579,27 +579,42 @@ async fn group_commit_64_concurrent_creates() {
 async fn group_commit_cas_failures_do_not_fail_others() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open_in(&dir, opts()).await;
-    let base = fill(&store, "/m/", 32, 8).await;
+    fill(&store, "/m/", 32, 8).await;
+    let base = store.current_revision();
+
+    // Hold the writer so that all 32 writes are queued and go into one transaction.
+    let (release, hold) = std::sync::mpsc::channel();
+    store
+        .send(|| super::writer::Msg::Hold(hold))
+        .await
+        .expect("hold");
     let mut set = JoinSet::new();
     for i in 0..32usize {
         let store = store.clone();
-        let rev = base[i];
         set.spawn(async move {
             let key = format!("/m/{i:05}");
-            match i % 4 {
-                0 => (i, store.create(key, vec![]).await.map(|_| ())), // exists
-                1 => (
-                    i,
-                    store
-                        .update(key, vec![1], Some(rev - 1_000))
-                        .await
-                        .map(|_| ()),
-                ), // stale
-                2 => (i, store.create(format!("/n/{i}"), vec![]).await.map(|_| ())),
-                _ => (i, store.update(key, vec![2], None).await.map(|_| ())),
-            }
+            let result = match i % 4 {
+                0 => store.create(key, vec![]).await.map(|_| ()), // exists
+                1 => store
+                    .update(key, vec![1], Some(1_000_000))
+                    .await
+                    .map(|_| ()), // stale
+                2 => store.create(format!("/n/{i}"), vec![]).await.map(|_| ()),
+                _ => store.update(key, vec![2], None).await.map(|_| ()),
+            };
+            (i, result)
         });
     }
+    let queued = || {
+        let tx = store.writer.lock().expect("lock").clone().expect("open");
+        super::writer::QUEUE - tx.capacity()
+    };
+    while queued() < 32 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let commits = store.commits();
+    drop(release);
+
     let mut ok = 0;
     while let Some(r) = set.join_next().await {
         let (i, result) = r.expect("task");
@@ -610,11 +625,17 @@ async fn group_commit_cas_failures_do_not_fail_others() {
         }
     }
     assert_eq!(ok, 16);
+    assert_eq!(
+        store.commits(),
+        commits + 1,
+        "the 32 writes were one transaction"
+    );
     // Exactly the successful writes took revisions, densely.
-    assert_eq!(store.current_revision(), 32 + 16);
-    let mut w = store.watch("/".into(), 32).await.expect("watch");
-    let events = events_until(&mut w, 48).await;
+    assert_eq!(store.current_revision(), base + 16);
+    let mut w = store.watch("/".into(), base).await.expect("watch");
+    let events = events_until(&mut w, base + 16).await;
     assert_eq!(events.len(), 16);
+    assert_strictly_increasing(&events);
 }
 
 fn file_size(db: &Path) -> u64 {
@@ -656,6 +677,11 @@ async fn compaction_bounds_the_file() {
         sizes.push(file_size(&db));
     }
     assert_eq!(store.count("/".into()).await.expect("count"), 0);
+    // What is left is ~1000 log rows of ~1 KiB: free pages went back to the file system.
+    assert!(
+        sizes[0] < 3 << 20,
+        "free pages were not returned: {sizes:?}"
+    );
     assert!(
         (sizes[2] as f64) < 1.5 * sizes[0] as f64,
         "file grew under churn despite compaction: {sizes:?} bytes after rounds 1..3"

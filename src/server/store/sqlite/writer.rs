@@ -68,6 +68,10 @@ pub(super) enum Msg {
     Compact(Answer<()>),
     /// Commit what is queued before it, checkpoint, and stop.
     Close(Answer<()>),
+    /// Tests: block the writer until the sender is dropped, so that the writes queued
+    /// meanwhile go into one batch.
+    #[cfg(test)]
+    Hold(std::sync::mpsc::Receiver<()>),
 }
 
 /// Starts the writer thread on `conn`.
@@ -96,6 +100,8 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<Msg>, shared: Arc<Shared>, histo
                     Msg::Write { reply, .. } => drop(reply.send(Err(err()))),
                     Msg::Compact(reply) => drop(reply.send(Err(err()))),
                     Msg::Close(reply) => drop(reply.send(Err(err()))),
+                    #[cfg(test)]
+                    Msg::Hold(_) => {}
                 }
             }
             None
@@ -193,6 +199,10 @@ impl<'c> Writer<'c> {
                         let _ = reply.send(self.compact());
                     }
                     Msg::Close(reply) => return Some(reply),
+                    #[cfg(test)]
+                    Msg::Hold(release) => {
+                        let _ = release.recv();
+                    }
                 }
             }
         }
@@ -206,6 +216,7 @@ impl<'c> Writer<'c> {
         let mut events = Vec::new();
         match self.apply_all(ops, &mut results, &mut events) {
             Ok(()) => {
+                self.shared.commits.fetch_add(1, Ordering::Relaxed);
                 if !events.is_empty() {
                     self.shared.revision.store(self.revision, Ordering::Release);
                     // Publish before answering: once a write returns, a watch from an
@@ -420,9 +431,15 @@ impl<'c> Writer<'c> {
                 }
             }
         }
-        self.conn
-            .execute_batch("PRAGMA incremental_vacuum;")
-            .map_err(|e| StoreError::Backend(format!("{path}: incremental vacuum: {e}")))?;
+        // Each step of `incremental_vacuum` frees one page: run it to the end
+        // (`execute_batch` would step it only once).
+        let vacuum = || -> rusqlite::Result<()> {
+            let mut stmt = self.conn.prepare("PRAGMA incremental_vacuum")?;
+            let mut rows = stmt.query([])?;
+            while rows.next()?.is_some() {}
+            Ok(())
+        };
+        vacuum().map_err(|e| StoreError::Backend(format!("{path}: incremental vacuum: {e}")))?;
         match schema::checkpoint(self.conn) {
             Ok(true) => Ok(()),
             Ok(false) => {
