@@ -81,6 +81,7 @@ pub async fn run_until(
 
     let db_path = server_dir.join("db").join("state.db");
     let store = store::sqlite::SqliteStore::open(&db_path, store::sqlite::StoreOptions::default())
+        .await
         .with_context(|| format!("opening the datastore {}", db_path.display()))?;
     let store_dyn: Arc<dyn store::Store> = store.clone();
     let registry = registry::Registry::new(store_dyn.clone());
