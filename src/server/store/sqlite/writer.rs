@@ -95,23 +95,32 @@ pub(super) fn spawn(
 }
 
 fn run(conn: Connection, mut rx: mpsc::Receiver<Msg>, shared: Arc<Shared>, history_revisions: i64) {
+    // Watches must end even if this thread panics, or they would wait forever.
+    struct EndWatches<'a>(&'a Shared);
+    impl Drop for EndWatches<'_> {
+        fn drop(&mut self) {
+            self.0.hub().close();
+        }
+    }
+    let _end_watches = EndWatches(&shared);
+
     let path = shared.path.display().to_string();
     let close_reply = match Writer::new(&conn, &shared, history_revisions) {
         Ok(mut writer) => writer.serve(&mut rx),
         Err(e) => {
             tracing::error!(path, "store writer cannot start: {e}");
-            let msg = format!("store writer for {path} failed to start: {e}");
-            while let Some(m) = rx.blocking_recv() {
-                let err = || StoreError::Backend(msg.clone());
-                match m {
-                    Msg::Write { reply, .. } => drop(reply.send(Err(err()))),
-                    Msg::Compact(reply) => drop(reply.send(Err(err()))),
-                    Msg::Close(reply) => drop(reply.send(Err(err()))),
+            let err =
+                || StoreError::Backend(format!("store writer for {path} failed to start: {e}"));
+            loop {
+                match rx.blocking_recv() {
+                    Some(Msg::Write { reply, .. }) => drop(reply.send(Err(err()))),
+                    Some(Msg::Compact(reply)) => drop(reply.send(Err(err()))),
+                    Some(Msg::Close(reply)) => break Some(reply),
                     #[cfg(test)]
-                    Msg::Hold(_) => {}
+                    Some(Msg::Hold(_)) => {}
+                    None => break None,
                 }
             }
-            None
         }
     };
     // Refuse further writes before the last checkpoint, and end every watch.
