@@ -443,6 +443,21 @@ async fn watch_after_compaction_is_compacted() {
     store.compact().await.expect("compact");
     let current = store.current_revision();
     assert_eq!(store.compacted_revision(), current - 100);
+    let log_rows = store
+        .shared
+        .readers
+        .with(|c| {
+            c.query_row("SELECT count(*), min(rev) FROM log", [], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+            })
+            .map_err(|e| StoreError::Backend(e.to_string()))
+        })
+        .expect("count log");
+    assert_eq!(
+        log_rows,
+        (100, current - 99),
+        "exactly the retained history is left"
+    );
     match store.watch("/k/".into(), revs[0]).await {
         Err(StoreError::Compacted {
             requested,
@@ -474,6 +489,56 @@ async fn watch_after_compaction_is_compacted() {
         store.watch("/k/".into(), current - 101).await,
         Err(StoreError::Compacted { .. })
     ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_compaction_runs_on_its_interval() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = StoreOptions {
+        history_revisions: 10,
+        compact_interval: Duration::from_millis(50),
+    };
+    let store = open_in(&dir, options).await;
+    fill(&store, "/b/", 100, 8).await;
+    let current = store.current_revision();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while store.compacted_revision() < current - 10 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no background compaction within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(matches!(
+        store.watch("/b/".into(), 0).await,
+        Err(StoreError::Compacted { .. })
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_ends_watches_and_refuses_writes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open_in(&dir, opts()).await;
+    let mut w = store.watch("/".into(), 0).await.expect("watch");
+    let rev = store.create("/a".into(), vec![1]).await.expect("create");
+    assert_eq!(next_event(&mut w).await.kv.mod_revision, rev);
+    store.close().await.expect("close");
+    let end = tokio::time::timeout(Duration::from_secs(10), w.events.recv()).await;
+    assert!(
+        matches!(end, Ok(None)),
+        "the watch must end when the store closes"
+    );
+    assert!(matches!(
+        store.create("/b".into(), vec![]).await,
+        Err(StoreError::Backend(_))
+    ));
+    assert!(matches!(
+        store.watch("/".into(), 0).await,
+        Err(StoreError::Backend(_))
+    ));
+    // Reads still work on a closed store; a second close is harmless.
+    assert!(store.get("/a".into()).await.expect("get").is_some());
+    store.close().await.expect("second close");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -22,7 +22,7 @@ use crate::server::store::{Event, EventKind, KeyValue, Revision, StoreError, Wat
 const WINDOW_EVENTS: usize = 4096;
 /// ...and at most this many bytes of keys and values (idle memory matters more than
 /// replaying from memory instead of the log).
-const WINDOW_BYTES: usize = 8 << 20;
+const WINDOW_BYTES: usize = 4 << 20;
 /// Commit batches the live broadcast buffers for a slow watcher before it lags.
 pub(super) const LIVE_BATCHES: usize = 1024;
 /// Events buffered between a watch task and its receiver.

@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use rusqlite::{params, Connection, OptionalExtension, Statement};
+use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{blob, schema, Shared};
@@ -17,6 +18,12 @@ pub(super) const QUEUE: usize = 4096;
 
 /// At most this many writes go into one transaction.
 const MAX_BATCH: usize = 512;
+
+/// Compaction deletes at most this many revisions of log per transaction, and returns
+/// at most this many free pages per step, so writes keep flowing during a long one.
+/// (Tiny in tests, so that every test compaction takes several steps.)
+const COMPACT_CHUNK: i64 = if cfg!(test) { 64 } else { 10_000 };
+const VACUUM_CHUNK: i64 = if cfg!(test) { 64 } else { 4_096 };
 
 /// `log.kind` values.
 pub(super) const KIND_CREATED: i64 = 0;
@@ -88,23 +95,32 @@ pub(super) fn spawn(
 }
 
 fn run(conn: Connection, mut rx: mpsc::Receiver<Msg>, shared: Arc<Shared>, history_revisions: i64) {
+    // Watches must end even if this thread panics, or they would wait forever.
+    struct EndWatches<'a>(&'a Shared);
+    impl Drop for EndWatches<'_> {
+        fn drop(&mut self) {
+            self.0.hub().close();
+        }
+    }
+    let _end_watches = EndWatches(&shared);
+
     let path = shared.path.display().to_string();
     let close_reply = match Writer::new(&conn, &shared, history_revisions) {
         Ok(mut writer) => writer.serve(&mut rx),
         Err(e) => {
             tracing::error!(path, "store writer cannot start: {e}");
-            let msg = format!("store writer for {path} failed to start: {e}");
-            while let Some(m) = rx.blocking_recv() {
-                let err = || StoreError::Backend(msg.clone());
-                match m {
-                    Msg::Write { reply, .. } => drop(reply.send(Err(err()))),
-                    Msg::Compact(reply) => drop(reply.send(Err(err()))),
-                    Msg::Close(reply) => drop(reply.send(Err(err()))),
+            let err =
+                || StoreError::Backend(format!("store writer for {path} failed to start: {e}"));
+            loop {
+                match rx.blocking_recv() {
+                    Some(Msg::Write { reply, .. }) => drop(reply.send(Err(err()))),
+                    Some(Msg::Compact(reply)) => drop(reply.send(Err(err()))),
+                    Some(Msg::Close(reply)) => break Some(reply),
                     #[cfg(test)]
-                    Msg::Hold(_) => {}
+                    Some(Msg::Hold(_)) => {}
+                    None => break None,
                 }
             }
-            None
         }
     };
     // Refuse further writes before the last checkpoint, and end every watch.
@@ -144,6 +160,7 @@ struct Writer<'c> {
     update_object: Statement<'c>,
     delete_object: Statement<'c>,
     set_revision: Statement<'c>,
+    compaction: Option<Compaction>,
 }
 
 impl<'c> Writer<'c> {
@@ -169,15 +186,32 @@ impl<'c> Writer<'c> {
             update_object: conn.prepare("UPDATE objects SET mod_rev = ?2, value = ?3 WHERE key = ?1")?,
             delete_object: conn.prepare("DELETE FROM objects WHERE key = ?1")?,
             set_revision: conn.prepare("UPDATE meta SET value = ?1 WHERE name = 'revision'")?,
+            compaction: None,
         })
     }
 
     /// Serves requests until the queue closes or `Close` arrives (whose answer is
-    /// returned, to be sent once the connection is closed).
+    /// returned, to be sent once the connection is closed). A compaction in progress
+    /// advances one bounded step per turn, between write batches.
     fn serve(&mut self, rx: &mut mpsc::Receiver<Msg>) -> Option<Answer<()>> {
         let mut batch = Vec::with_capacity(MAX_BATCH);
-        while let Some(first) = rx.blocking_recv() {
-            let mut next = Some(first);
+        let mut open = true;
+        loop {
+            let first = if self.compaction.is_some() {
+                match rx.try_recv() {
+                    Ok(msg) => Some(msg),
+                    Err(TryRecvError::Empty) => None,
+                    Err(TryRecvError::Disconnected) => {
+                        open = false;
+                        None
+                    }
+                }
+            } else if open {
+                Some(rx.blocking_recv()?)
+            } else {
+                return None;
+            };
+            let mut next = first;
             while let Some(msg) = next.take() {
                 match msg {
                     Msg::Write { op, reply } => {
@@ -195,18 +229,23 @@ impl<'c> Writer<'c> {
                         }
                         self.commit_batch(&mut batch);
                     }
-                    Msg::Compact(reply) => {
-                        let _ = reply.send(self.compact());
+                    Msg::Compact(reply) => self.start_compaction(reply),
+                    Msg::Close(reply) => {
+                        while self.compaction.is_some() {
+                            self.compact_step();
+                        }
+                        return Some(reply);
                     }
-                    Msg::Close(reply) => return Some(reply),
                     #[cfg(test)]
                     Msg::Hold(release) => {
                         let _ = release.recv();
                     }
                 }
             }
+            if self.compaction.is_some() {
+                self.compact_step();
+            }
         }
-        None
     }
 
     fn commit_batch(&mut self, batch: &mut Vec<(Op, Answer<Reply>)>) {
@@ -399,54 +438,112 @@ impl<'c> Writer<'c> {
         }
     }
 
-    /// Drops log rows older than the retention window, then returns free pages to the
-    /// file system and truncates the WAL.
-    fn compact(&mut self) -> Result<(), StoreError> {
+    fn start_compaction(&mut self, reply: Answer<()>) {
+        match &mut self.compaction {
+            Some(running) => running.replies.push(reply),
+            None => {
+                let target = self.revision.saturating_sub(self.history_revisions.max(0));
+                self.compaction = Some(Compaction {
+                    target,
+                    vacuumed: false,
+                    replies: vec![reply],
+                });
+            }
+        }
+    }
+
+    /// Runs one bounded step of the compaction in progress; answers its callers when
+    /// it is done or failed.
+    fn compact_step(&mut self) {
+        let Some(mut running) = self.compaction.take() else {
+            return;
+        };
+        let result = match self.compact_once(&mut running) {
+            Ok(false) => {
+                self.compaction = Some(running);
+                return;
+            }
+            Ok(true) => Ok(()),
+            Err(e) => {
+                tracing::warn!("store compaction failed: {e}");
+                Err(e)
+            }
+        };
+        for reply in running.replies {
+            let _ = reply.send(result.clone().map_err(StoreError::Backend));
+        }
+    }
+
+    /// One step: delete a chunk of old log rows, or return a chunk of free pages to the
+    /// file system, or (last) truncate the WAL. Returns whether the compaction is done.
+    fn compact_once(&mut self, running: &mut Compaction) -> Result<bool, String> {
         let path = self.shared.path.display().to_string();
-        let target = self.revision.saturating_sub(self.history_revisions.max(0));
         let compacted = self.shared.compacted.load(Ordering::Acquire);
-        if target > compacted {
+        if compacted < running.target {
+            let upto = running.target.min(compacted.saturating_add(COMPACT_CHUNK));
             let deleted = (|| -> rusqlite::Result<usize> {
                 self.begin.execute([])?;
                 let n = self
                     .conn
-                    .execute("DELETE FROM log WHERE rev <= ?1", [target])?;
+                    .execute("DELETE FROM log WHERE rev <= ?1", [upto])?;
                 self.conn.execute(
                     "UPDATE meta SET value = ?1 WHERE name = 'compacted'",
-                    [target],
+                    [upto],
                 )?;
                 self.commit.execute([])?;
                 Ok(n)
             })();
-            match deleted {
+            return match deleted {
                 Ok(n) => {
-                    self.shared.compacted.store(target, Ordering::Release);
-                    tracing::debug!(path, compacted = target, deleted = n, "compacted the log");
+                    self.shared.compacted.store(upto, Ordering::Release);
+                    tracing::debug!(path, compacted = upto, deleted = n, "compacted the log");
+                    Ok(false)
                 }
                 Err(e) => {
                     if !self.conn.is_autocommit() {
                         let _ = self.conn.execute_batch("ROLLBACK");
                     }
-                    return Err(StoreError::Backend(format!("{path}: compacting: {e}")));
+                    Err(format!("{path}: compacting: {e}"))
                 }
-            }
+            };
         }
-        // Each step of `incremental_vacuum` frees one page: run it to the end
-        // (`execute_batch` would step it only once).
-        let vacuum = || -> rusqlite::Result<()> {
-            let mut stmt = self.conn.prepare("PRAGMA incremental_vacuum")?;
-            let mut rows = stmt.query([])?;
-            while rows.next()?.is_some() {}
-            Ok(())
-        };
-        vacuum().map_err(|e| StoreError::Backend(format!("{path}: incremental vacuum: {e}")))?;
+        if !running.vacuumed {
+            let vacuum = || -> rusqlite::Result<(i64, i64)> {
+                let free = |c: &Connection| {
+                    c.query_row("PRAGMA freelist_count", [], |r| r.get::<_, i64>(0))
+                };
+                let before = free(self.conn)?;
+                // Each step of this pragma frees one page: run it to the end
+                // (`execute_batch` would step it only once).
+                let mut stmt = self
+                    .conn
+                    .prepare(&format!("PRAGMA incremental_vacuum({VACUUM_CHUNK})"))?;
+                let mut rows = stmt.query([])?;
+                while rows.next()?.is_some() {}
+                drop(rows);
+                Ok((before, free(self.conn)?))
+            };
+            let (before, after) =
+                vacuum().map_err(|e| format!("{path}: incremental vacuum: {e}"))?;
+            // Stop when nothing is left, or nothing moved (never loop forever).
+            running.vacuumed = after == 0 || after >= before;
+            return Ok(false);
+        }
         match schema::checkpoint(self.conn) {
-            Ok(true) => Ok(()),
-            Ok(false) => {
-                tracing::debug!(path, "checkpoint incomplete: a reader was active");
-                Ok(())
-            }
-            Err(e) => Err(StoreError::Backend(format!("{path}: checkpoint: {e}"))),
+            Ok(true) => {}
+            Ok(false) => tracing::debug!(path, "checkpoint incomplete: a reader was active"),
+            Err(e) => return Err(format!("{path}: checkpoint: {e}")),
         }
+        Ok(true)
     }
+}
+
+/// A compaction in progress.
+struct Compaction {
+    /// Delete log rows up to here.
+    target: Revision,
+    /// Free pages were returned to the file system.
+    vacuumed: bool,
+    /// Everyone who asked for this compaction.
+    replies: Vec<Answer<()>>,
 }
