@@ -85,6 +85,7 @@ pub async fn serve(
             let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             builder
                 .http2()
+                .timer(hyper_util::rt::TokioTimer::new())
                 .max_concurrent_streams(1000)
                 .keep_alive_interval(Some(Duration::from_secs(30)));
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
