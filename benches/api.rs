@@ -122,7 +122,11 @@ fn start_server(dir: &Path) -> ServerProc {
         .arg(dir.join("data"))
         .arg("--write-kubeconfig")
         .arg(dir.join("kubeconfig.yaml"))
-        .env("K3RS_CONFIG_FILE", dir.join("none.yaml"))
+        .env("K3RS_CONFIG_FILE", {
+            let cfg = dir.join("config.yaml");
+            std::fs::write(&cfg, "# benchmark: settings come from flags\n").expect("config");
+            cfg
+        })
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())

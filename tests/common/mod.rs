@@ -115,11 +115,15 @@ impl Server {
             .args(&self.extra_args)
             .env("RUST_LOG", "info")
             .env_remove("K3RS_TOKEN")
-            .env("K3RS_CONFIG_FILE", self.dir.path().join("no-config.yaml"));
+            .env("K3RS_CONFIG_FILE", self.dir.path().join("config.yaml"));
         c
     }
 
     fn spawn(&mut self) {
+        let cfg = self.dir.path().join("config.yaml");
+        if !cfg.exists() {
+            std::fs::write(&cfg, "# k3rs test config: settings come from flags\n").expect("config file");
+        }
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).expect("log file");
         let child = self.command().stdin(Stdio::null()).stdout(log.try_clone().expect("log")).stderr(log).spawn().expect("start k3rs");
         self.child = Some(child);
