@@ -241,6 +241,12 @@ impl Server {
         self.spawn();
     }
 
+    /// Starts the server again (after stop or kill) with different extra flags.
+    pub fn start_again_with(&mut self, extra: &[&str]) {
+        self.extra_args = extra.iter().map(|s| s.to_string()).collect();
+        self.spawn();
+    }
+
     /// Exit status of a stopped server process, waiting for it.
     pub fn wait_exit(&mut self) -> std::process::ExitStatus {
         self.child.take().expect("running").wait().expect("wait")
