@@ -146,6 +146,7 @@ impl SqliteStore {
             tokio::spawn(compact_periodically(
                 Arc::downgrade(&store),
                 opts.compact_interval,
+                opts.history_revisions,
             ));
         }
         tracing::info!(
@@ -201,20 +202,24 @@ impl SqliteStore {
     }
 }
 
-async fn compact_periodically(store: Weak<SqliteStore>, every: Duration) {
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+/// Compacts every `every`, and sooner when more than twice the retained history piled up
+/// (so churn cannot grow the log faster than the clock compacts it).
+async fn compact_periodically(store: Weak<SqliteStore>, every: Duration, history: i64) {
+    let check = every.min(Duration::from_secs(10));
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + check, check);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last = tokio::time::Instant::now();
     loop {
         tick.tick().await;
         let Some(store) = store.upgrade() else { return };
-        if store
-            .writer
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_none()
-        {
+        if store.writer.lock().unwrap_or_else(|e| e.into_inner()).is_none() {
             return;
         }
+        let backlog = store.current_revision() - store.compacted_revision();
+        if last.elapsed() < every && backlog <= 2 * history.max(1) {
+            continue;
+        }
+        last = tokio::time::Instant::now();
         if let Err(e) = store.compact().await {
             tracing::warn!(path = %store.shared.path.display(), "compaction failed: {e}");
         }
