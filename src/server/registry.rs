@@ -539,9 +539,9 @@ impl Registry {
         let given_rv = meta::meta_str(&obj, "resourceVersion").to_string();
         let body_name = meta::name(&obj);
         if !body_name.is_empty() && body_name != name {
-            return Err(ApiError::bad_request(
-                "the name of the object does not match the name on the URL",
-            ));
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({name})"
+            )));
         }
         let body_ns = meta::namespace(&obj);
         if res.namespaced && !body_ns.is_empty() && body_ns != ns {
