@@ -21,7 +21,7 @@ use serde_json::{Map, Value};
 pub use batch::{cron_job, job, job_selector};
 pub use cluster::{namespace, node, secret};
 pub use pod::{pod, pod_spec, pod_template};
-pub use service::service;
+pub use service::{service, service_keep_allocated};
 pub use storage::{persistent_volume, persistent_volume_claim};
 pub use workloads::{daemon_set, deployment, replica_set, replication_controller, stateful_set};
 

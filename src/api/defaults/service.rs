@@ -124,3 +124,113 @@ pub fn service(obj: &mut Value) {
         s.insert("ipFamilies".into(), json!([family]));
     }
 }
+
+fn needs_node_ports(s: &Value) -> bool {
+    matches!(
+        s.get("type").and_then(Value::as_str),
+        Some("NodePort" | "LoadBalancer")
+    )
+}
+
+/// What upstream's service registry does before validating an update
+/// (`patchAllocatedValues`): a client that omits allocated values (clusterIP, clusterIPs,
+/// node ports, healthCheckNodePort), as `kubectl replace` with a hand-written manifest does,
+/// keeps the ones already allocated instead of being told they may not change.
+pub fn service_keep_allocated(new: &mut Value, old: &Value) {
+    let Some(old_spec) = old.get("spec") else {
+        return;
+    };
+    let Some(new_spec) = new.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let external = |t: Option<&Value>| t.and_then(Value::as_str) == Some("ExternalName");
+    if !external(old_spec.get("type")) && !external(new_spec.get("type")) {
+        if new_spec
+            .get("clusterIP")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .is_empty()
+        {
+            if let Some(ip) = old_spec.get("clusterIP").filter(|v| !v.is_null()) {
+                new_spec.insert("clusterIP".into(), ip.clone());
+            }
+        }
+        if new_spec
+            .get("clusterIPs")
+            .and_then(Value::as_array)
+            .is_none_or(Vec::is_empty)
+        {
+            if let Some(ips) = old_spec
+                .get("clusterIPs")
+                .filter(|v| v.as_array().is_some_and(|a| !a.is_empty()))
+            {
+                new_spec.insert("clusterIPs".into(), ips.clone());
+            }
+        }
+    }
+    let new_wants_ports = needs_node_ports(&Value::Object(new_spec.clone()));
+    if needs_node_ports(old_spec) && new_wants_ports {
+        let node_port = |p: &Value| p.get("nodePort").and_then(Value::as_i64).unwrap_or(0);
+        let ports_of = |s: &Value| -> Vec<i64> {
+            s.get("ports")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .map(node_port)
+                .filter(|n| *n != 0)
+                .collect()
+        };
+        let old_used = ports_of(old_spec);
+        let new_used = ports_of(&Value::Object(new_spec.clone()));
+        let by_name: Vec<(String, i64)> = old_spec
+            .get("ports")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .map(|p| {
+                (
+                    p.get("name")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string(),
+                    node_port(p),
+                )
+            })
+            .collect();
+        for p in each(new_spec, "ports") {
+            if p.get("nodePort").and_then(Value::as_i64).unwrap_or(0) != 0 {
+                continue;
+            }
+            let name = p.get("name").and_then(Value::as_str).unwrap_or("");
+            // Upstream keeps the last old port of that name.
+            let Some(old_value) = by_name
+                .iter()
+                .rev()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| *v)
+            else {
+                continue;
+            };
+            let taken = old_used.contains(&old_value) && new_used.contains(&old_value);
+            if old_value != 0 && !taken {
+                p.insert("nodePort".into(), Value::from(old_value));
+            }
+        }
+    }
+    let needs_hc = |s: &Value| {
+        s.get("type").and_then(Value::as_str) == Some("LoadBalancer")
+            && s.get("externalTrafficPolicy").and_then(Value::as_str) == Some("Local")
+    };
+    if needs_hc(old_spec)
+        && needs_hc(&Value::Object(new_spec.clone()))
+        && new_spec
+            .get("healthCheckNodePort")
+            .and_then(Value::as_i64)
+            .unwrap_or(0)
+            == 0
+    {
+        if let Some(h) = old_spec.get("healthCheckNodePort").filter(|v| !v.is_null()) {
+            new_spec.insert("healthCheckNodePort".into(), h.clone());
+        }
+    }
+}

@@ -290,6 +290,20 @@ fn service_defaults() {
 }
 
 #[test]
+fn service_updates_keep_allocated_values() {
+    let old = json!({"spec": {"type": "NodePort", "clusterIP": "10.43.0.7", "clusterIPs": ["10.43.0.7"],
+        "ports": [{"name": "http", "port": 80, "nodePort": 30080}]}});
+    let mut new = json!({"spec": {"type": "NodePort", "ports": [{"name": "http", "port": 8080}]}});
+    service_keep_allocated(&mut new, &old);
+    assert_eq!(new["spec"]["clusterIP"], "10.43.0.7");
+    assert_eq!(new["spec"]["clusterIPs"], json!(["10.43.0.7"]));
+    assert_eq!(new["spec"]["ports"][0]["nodePort"], 30080);
+    let mut external = json!({"spec": {"type": "ExternalName", "externalName": "x.example.com"}});
+    service_keep_allocated(&mut external, &old);
+    assert!(external["spec"].get("clusterIP").is_none());
+}
+
+#[test]
 fn secret_defaults() {
     let s = run(
         secret,

@@ -315,6 +315,19 @@ pub fn is_http_header_name(value: &str) -> Vec<String> {
 
 /// An IP address in canonical form (`validation.IsValidIP`); returns the messages.
 pub fn is_valid_ip(value: &str) -> Vec<String> {
+    // Go's sloppy parser accepts `010.0.0.1` and then reports the leading zero.
+    let octets: Vec<&str> = value.split('.').collect();
+    if octets.len() == 4
+        && octets.iter().all(|o| {
+            !o.is_empty()
+                && o.len() <= 3
+                && o.bytes().all(|c| c.is_ascii_digit())
+                && o.parse::<u16>().is_ok_and(|n| n <= 255)
+        })
+        && octets.iter().any(|o| o.len() > 1 && o.starts_with('0'))
+    {
+        return vec!["must not have leading 0s".to_string()];
+    }
     match value.parse::<std::net::IpAddr>() {
         Err(_) => vec!["must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)".to_string()],
         Ok(std::net::IpAddr::V6(v6)) if v6.to_ipv4_mapped().is_some() => {
@@ -470,5 +483,6 @@ mod tests {
             vec!["must not have bits set beyond the prefix length"]
         );
         assert!(!is_valid_cidr("10.0.0.0").is_empty());
+        assert_eq!(is_valid_ip("010.0.0.1"), vec!["must not have leading 0s"]);
     }
 }
