@@ -17,6 +17,8 @@ mod field;
 mod meta;
 mod names;
 mod pod;
+mod pod_update;
+mod probe;
 mod quantity;
 mod service;
 mod storage;

@@ -8,12 +8,13 @@ use serde_json::{Map, Value};
 
 use super::super::status::FieldError;
 use super::container::{self, Ctx};
-use super::field::{arr, dedup, diff, flag, get, has, int, obj, same, str_of, Path};
+use super::field::{arr, dedup, flag, get, has, int, obj, str_of, Path};
 use super::meta::{annotations, label_selector, labels};
 use super::names::{
     inclusive_range_error, is_dns1123_label, is_dns1123_subdomain, is_qualified_name, is_valid_ip,
     is_valid_label_value,
 };
+use super::pod_update;
 use super::volume;
 
 const MAX_INT32: i64 = i32::MAX as i64;
@@ -440,189 +441,6 @@ pub fn template(tmpl: Option<&Value>, path: &Path) -> Vec<FieldError> {
     errs
 }
 
-/// Upstream's list of what a pod update may change, as it appears in the error text.
-const UPDATABLE_POD_SPEC_FIELDS: &str = "`spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)";
-
-fn container_updates(
-    new: &[Value],
-    old: &[Value],
-    path: &Path,
-) -> Result<Vec<FieldError>, Vec<FieldError>> {
-    let mut errs = Vec::new();
-    if new.len() != old.len() {
-        errs.push(FieldError::forbidden(
-            path,
-            "pod updates may not add or remove containers",
-        ));
-        return Err(errs);
-    }
-    for (i, c) in new.iter().enumerate() {
-        let image = str_of(c, "image");
-        if image.is_empty() {
-            errs.push(FieldError::required(path.index(i).child("image")));
-        }
-        if image.trim() != image {
-            errs.push(FieldError::invalid(
-                path.index(i).child("image"),
-                &Value::from(image),
-                "must not have leading or trailing whitespace",
-            ));
-        }
-    }
-    Ok(errs)
-}
-
-/// Existing tolerations may change only their `tolerationSeconds`.
-fn only_added_tolerations(new: &[Value], old: &[Value], path: &Path) -> Vec<FieldError> {
-    let strip = |t: &Value| {
-        let mut t = t.clone();
-        if let Some(m) = t.as_object_mut() {
-            m.remove("tolerationSeconds");
-        }
-        t
-    };
-    for o in old {
-        if !new.iter().any(|n| same(Some(&strip(n)), Some(&strip(o)))) {
-            return vec![FieldError::forbidden(
-                path,
-                "existing toleration can not be modified except its tolerationSeconds",
-            )];
-        }
-    }
-    Vec::new()
-}
-
-fn only_deleted_gates(new: &[Value], old: &[Value], path: &Path) -> Vec<FieldError> {
-    let old_names: HashSet<&str> = old.iter().map(|g| str_of(g, "name")).collect();
-    new.iter()
-        .enumerate()
-        .filter(|(_, g)| !old_names.contains(str_of(g, "name")))
-        .map(|(i, g)| {
-            FieldError::forbidden(
-                path.index(i).child("name"),
-                &format!(
-                    "only deletion is allowed, but found new scheduling gate '{}'",
-                    str_of(g, "name")
-                ),
-            )
-        })
-        .collect()
-}
-
-fn copy_member(dst: &mut Map<String, Value>, src: &Value, key: &str) {
-    match get(src, key) {
-        Some(v) => {
-            dst.insert(key.to_string(), v.clone());
-        }
-        None => {
-            dst.remove(key);
-        }
-    }
-}
-
-fn pod_update(ns: &Value, os: &Value) -> Vec<FieldError> {
-    let spec = Path::new("spec");
-    let mut errs = Vec::new();
-    for list in ["containers", "initContainers"] {
-        match container_updates(arr(ns, list), arr(os, list), &spec.child(list)) {
-            Ok(e) => errs.extend(e),
-            Err(e) => {
-                errs.extend(e);
-                return errs;
-            }
-        }
-    }
-    match (
-        int(ns, "activeDeadlineSeconds"),
-        int(os, "activeDeadlineSeconds"),
-    ) {
-        (Some(n), old) => {
-            if !(0..=MAX_INT32).contains(&n) {
-                errs.push(FieldError::invalid(
-                    spec.child("activeDeadlineSeconds"),
-                    &Value::from(n),
-                    &inclusive_range_error(0, MAX_INT32),
-                ));
-                return errs;
-            }
-            if old.is_some_and(|o| o < n) {
-                errs.push(FieldError::invalid(
-                    spec.child("activeDeadlineSeconds"),
-                    &Value::from(n),
-                    "must be less than or equal to previous value",
-                ));
-                return errs;
-            }
-        }
-        (None, Some(_)) => errs.push(FieldError::invalid(
-            spec.child("activeDeadlineSeconds"),
-            &Value::Null,
-            "must not update from a positive integer to nil value",
-        )),
-        (None, None) => {}
-    }
-    errs.extend(only_added_tolerations(
-        arr(ns, "tolerations"),
-        arr(os, "tolerations"),
-        &spec.child("tolerations"),
-    ));
-    errs.extend(only_deleted_gates(
-        arr(ns, "schedulingGates"),
-        arr(os, "schedulingGates"),
-        &spec.child("schedulingGates"),
-    ));
-    if same(Some(ns), Some(os)) {
-        return errs;
-    }
-
-    let mut munged = ns.as_object().cloned().unwrap_or_default();
-    for list in ["containers", "initContainers"] {
-        if let Some(Value::Array(cs)) = munged.get_mut(list) {
-            for (c, o) in cs.iter_mut().zip(arr(os, list)) {
-                if let Some(c) = c.as_object_mut() {
-                    copy_member(c, o, "image");
-                }
-            }
-        }
-    }
-    for key in ["activeDeadlineSeconds", "schedulingGates", "tolerations"] {
-        copy_member(&mut munged, os, key);
-    }
-    if int(os, "terminationGracePeriodSeconds").is_some_and(|g| g < 0)
-        && int(ns, "terminationGracePeriodSeconds") == Some(1)
-    {
-        copy_member(&mut munged, os, "terminationGracePeriodSeconds");
-    }
-    // Gated pods may still get scheduling constraints added before they are scheduled.
-    if !arr(os, "schedulingGates").is_empty() {
-        copy_member(&mut munged, os, "nodeSelector");
-        let old_node_affinity = get(os, "affinity")
-            .and_then(|a| get(a, "nodeAffinity"))
-            .cloned();
-        if let Some(Value::Object(aff)) = munged.get_mut("affinity") {
-            match old_node_affinity {
-                Some(na) => {
-                    aff.insert("nodeAffinity".into(), na);
-                }
-                None => {
-                    aff.remove("nodeAffinity");
-                }
-            }
-        }
-    }
-    let munged = Value::Object(munged);
-    if !same(Some(&munged), Some(os)) {
-        errs.push(FieldError::forbidden(
-            &spec,
-            &format!(
-                "pod updates may not change fields other than {UPDATABLE_POD_SPEC_FIELDS}\n{}",
-                diff(os, &munged)
-            ),
-        ));
-    }
-    errs
-}
-
 /// Validates a Pod (create, or update when `old` is given).
 pub fn pod(new: &Value, old: Option<&Value>) -> Vec<FieldError> {
     let empty = Value::Object(Map::new());
@@ -678,7 +496,10 @@ pub fn pod(new: &Value, old: Option<&Value>) -> Vec<FieldError> {
                 ));
             }
         }
-        Some(old) => errs.extend(pod_update(spec, get(old, "spec").unwrap_or(&empty))),
+        Some(old) => errs.extend(pod_update::spec_update(
+            spec,
+            get(old, "spec").unwrap_or(&empty),
+        )),
     }
     dedup(errs)
 }

@@ -6,13 +6,13 @@ use std::collections::HashSet;
 use serde_json::{json, Value};
 
 use super::super::status::FieldError;
-use super::container::port_num_or_name;
 use super::field::{arr, dedup, get, has, int, obj, str_of, Path};
 use super::meta::labels;
 use super::names::{
     is_dns1035_label, is_dns1123_label, is_dns1123_subdomain, is_qualified_name, is_valid_cidr,
     is_valid_ip, is_valid_port_num,
 };
+use super::probe::port_num_or_name;
 
 fn cluster_ips(spec: &Value) -> Vec<&str> {
     let ips: Vec<&str> = arr(spec, "clusterIPs")
