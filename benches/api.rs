@@ -27,7 +27,11 @@ struct Creds {
 fn load_creds(kubeconfig: &Path) -> Creds {
     let text = std::fs::read_to_string(kubeconfig).expect("kubeconfig");
     let doc: Value = serde_yaml_ng::from_str(&text).expect("kubeconfig yaml");
-    let b64 = |v: &Value| base64::engine::general_purpose::STANDARD.decode(v.as_str().expect("field")).expect("base64");
+    let b64 = |v: &Value| {
+        base64::engine::general_purpose::STANDARD
+            .decode(v.as_str().expect("field"))
+            .expect("base64")
+    };
     let cluster = &doc["clusters"][0]["cluster"];
     let user = &doc["users"][0]["user"];
     let ca = b64(&cluster["certificate-authority-data"]);
@@ -37,28 +41,52 @@ fn load_creds(kubeconfig: &Path) -> Creds {
     for c in CertificateDer::pem_slice_iter(&ca) {
         roots.add(c.expect("ca pem")).expect("ca");
     }
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert).map(|c| c.expect("cert pem")).collect();
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert)
+        .map(|c| c.expect("cert pem"))
+        .collect();
     let key = PrivateKeyDer::from_pem_slice(&key).expect("key pem");
-    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .expect("tls versions")
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)
-        .expect("client auth");
+    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("tls versions")
+    .with_root_certificates(roots)
+    .with_client_auth_cert(chain, key)
+    .expect("client auth");
     cfg.alpn_protocols = vec![b"h2".to_vec()];
-    Creds { server: cluster["server"].as_str().expect("server").trim_start_matches("https://").to_string(), tls: Arc::new(cfg) }
+    Creds {
+        server: cluster["server"]
+            .as_str()
+            .expect("server")
+            .trim_start_matches("https://")
+            .to_string(),
+        tls: Arc::new(cfg),
+    }
 }
 
 async fn connect(c: &Creds) -> SendRequest<Full<Bytes>> {
-    let tcp = tokio::net::TcpStream::connect(&c.server).await.expect("connect");
+    let tcp = tokio::net::TcpStream::connect(&c.server)
+        .await
+        .expect("connect");
     tcp.set_nodelay(true).ok();
-    let tls = tokio_rustls::TlsConnector::from(c.tls.clone()).connect(ServerName::try_from("localhost").expect("name"), tcp).await.expect("tls");
-    let (send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls)).await.expect("h2");
+    let tls = tokio_rustls::TlsConnector::from(c.tls.clone())
+        .connect(ServerName::try_from("localhost").expect("name"), tcp)
+        .await
+        .expect("tls");
+    let (send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .expect("h2");
     tokio::spawn(conn);
     send
 }
 
-async fn call(s: &mut SendRequest<Full<Bytes>>, method: Method, path: &str, body: Option<Vec<u8>>) -> (StatusCode, Bytes) {
+async fn call(
+    s: &mut SendRequest<Full<Bytes>>,
+    method: Method,
+    path: &str,
+    body: Option<Vec<u8>>,
+) -> (StatusCode, Bytes) {
     let req = Request::builder()
         .method(method)
         .uri(format!("https://localhost{path}"))
@@ -75,7 +103,12 @@ async fn call(s: &mut SendRequest<Full<Bytes>>, method: Method, path: &str, body
 
 fn rss_mb(pid: u32) -> f64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|k| k.parse::<f64>().ok()).unwrap_or(0.0) / 1024.0
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|k| k.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0
 }
 
 fn db_size_mb(dir: &Path) -> f64 {
@@ -115,9 +148,19 @@ impl Drop for ServerProc {
 }
 
 fn start_server(dir: &Path) -> ServerProc {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
     let child = Command::new(env!("CARGO_BIN_EXE_k3rs"))
-        .args(["server", "--disable-agent", "--bind-address", "127.0.0.1", "--https-listen-port", &port.to_string()])
+        .args([
+            "server",
+            "--disable-agent",
+            "--bind-address",
+            "127.0.0.1",
+            "--https-listen-port",
+            &port.to_string(),
+        ])
         .arg("--data-dir")
         .arg(dir.join("data"))
         .arg("--write-kubeconfig")
@@ -132,7 +175,10 @@ fn start_server(dir: &Path) -> ServerProc {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("start k3rs");
-    ServerProc { child, dir: dir.join("data") }
+    ServerProc {
+        child,
+        dir: dir.join("data"),
+    }
 }
 
 async fn delete_all(creds: &Creds, clients: usize, n: usize) {
@@ -142,8 +188,18 @@ async fn delete_all(creds: &Creds, clients: usize, n: usize) {
         tasks.push(tokio::spawn(async move {
             let mut i = c;
             while i < n {
-                let (st, b) = call(&mut s, Method::DELETE, &format!("/api/v1/namespaces/default/pods/pod-{i:06}"), None).await;
-                assert!(st.is_success(), "delete: {st} {}", String::from_utf8_lossy(&b));
+                let (st, b) = call(
+                    &mut s,
+                    Method::DELETE,
+                    &format!("/api/v1/namespaces/default/pods/pod-{i:06}"),
+                    None,
+                )
+                .await;
+                assert!(
+                    st.is_success(),
+                    "delete: {st} {}",
+                    String::from_utf8_lossy(&b)
+                );
                 i += clients;
             }
         }));
@@ -161,8 +217,19 @@ async fn create_all(creds: &Creds, clients: usize, n: usize) -> Duration {
         tasks.push(tokio::spawn(async move {
             let mut i = c;
             while i < n {
-                let (st, b) = call(&mut s, Method::POST, "/api/v1/namespaces/default/pods", Some(pod(i))).await;
-                assert_eq!(st, StatusCode::CREATED, "create: {}", String::from_utf8_lossy(&b));
+                let (st, b) = call(
+                    &mut s,
+                    Method::POST,
+                    "/api/v1/namespaces/default/pods",
+                    Some(pod(i)),
+                )
+                .await;
+                assert_eq!(
+                    st,
+                    StatusCode::CREATED,
+                    "create: {}",
+                    String::from_utf8_lossy(&b)
+                );
                 i += clients;
             }
         }));
@@ -177,12 +244,22 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo test --benches` probes benchmarks with --list
     }
-    let pods: usize = std::env::var("K3RS_BENCH_PODS").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
-    let clients: usize = std::env::var("K3RS_BENCH_CLIENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(16);
+    let pods: usize = std::env::var("K3RS_BENCH_PODS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let clients: usize = std::env::var("K3RS_BENCH_CLIENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(16);
     let tmp = tempfile::tempdir().expect("tempdir");
     let server = start_server(tmp.path());
     let kubeconfig = tmp.path().join("kubeconfig.yaml");
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(async {
         let t0 = Instant::now();
         while !kubeconfig.exists() {

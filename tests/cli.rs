@@ -27,7 +27,14 @@ fn busy_port_is_a_one_line_error() {
     let cfg = dir.path().join("config.yaml");
     std::fs::write(&cfg, "").unwrap();
     let out = k3rs()
-        .args(["server", "--disable-agent", "--bind-address", "127.0.0.1", "--https-listen-port", &s.port.to_string()])
+        .args([
+            "server",
+            "--disable-agent",
+            "--bind-address",
+            "127.0.0.1",
+            "--https-listen-port",
+            &s.port.to_string(),
+        ])
         .arg("--data-dir")
         .arg(dir.path().join("data"))
         .arg("--write-kubeconfig")
@@ -37,7 +44,13 @@ fn busy_port_is_a_one_line_error() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&format!("k3rs: error: listen tcp 127.0.0.1:{}: bind: address already in use", s.port)), "{err}");
+    assert!(
+        err.contains(&format!(
+            "k3rs: error: listen tcp 127.0.0.1:{}: bind: address already in use",
+            s.port
+        )),
+        "{err}"
+    );
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     // Nothing was written for the failed server.
     assert!(!dir.path().join("data/server/tls").exists());
@@ -49,14 +62,32 @@ fn corrupt_config_file_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("config.yaml");
     std::fs::write(&cfg, "tls-san: [a, b\nhttps-listen-port: : 7\n").unwrap();
-    let out = k3rs().args(["server", "--disable-agent"]).arg("--data-dir").arg(dir.path().join("data")).env("K3RS_CONFIG_FILE", &cfg).output().unwrap();
+    let out = k3rs()
+        .args(["server", "--disable-agent"])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .env("K3RS_CONFIG_FILE", &cfg)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.starts_with("k3rs: error: ") && err.contains(cfg.to_str().unwrap()), "{err}");
-    assert!(!dir.path().join("data").exists(), "nothing may be written on a config error");
+    assert!(
+        err.starts_with("k3rs: error: ") && err.contains(cfg.to_str().unwrap()),
+        "{err}"
+    );
+    assert!(
+        !dir.path().join("data").exists(),
+        "nothing may be written on a config error"
+    );
 
     std::fs::write(&cfg, "no-such-flag: 1\n").unwrap();
-    let out = k3rs().args(["server", "--disable-agent"]).arg("--data-dir").arg(dir.path().join("data")).env("K3RS_CONFIG_FILE", &cfg).output().unwrap();
+    let out = k3rs()
+        .args(["server", "--disable-agent"])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .env("K3RS_CONFIG_FILE", &cfg)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no-such-flag"));
 }
@@ -71,7 +102,14 @@ fn unwritable_data_dir_is_a_clear_error() {
     std::fs::write(&blocker, "not a directory").unwrap();
     let port = common::free_port();
     let out = k3rs()
-        .args(["server", "--disable-agent", "--bind-address", "127.0.0.1", "--https-listen-port", &port.to_string()])
+        .args([
+            "server",
+            "--disable-agent",
+            "--bind-address",
+            "127.0.0.1",
+            "--https-listen-port",
+            &port.to_string(),
+        ])
         .arg("--data-dir")
         .arg(&blocker)
         .arg("--write-kubeconfig")
@@ -81,7 +119,10 @@ fn unwritable_data_dir_is_a_clear_error() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("data directory") && err.contains(blocker.to_str().unwrap()), "{err}");
+    assert!(
+        err.contains("data directory") && err.contains(blocker.to_str().unwrap()),
+        "{err}"
+    );
 }
 
 #[test]
@@ -94,14 +135,30 @@ fn sigterm_stops_gracefully_and_state_persists() {
     s.kubectl(&["get", "namespace", "keep"]).ok();
     // The key files are private.
     use std::os::unix::fs::PermissionsExt;
-    for f in ["server/tls/server-ca.key", "server/tls/client-ca.key", "server/tls/serving-kube-apiserver.key", "server/token"] {
-        let mode = std::fs::metadata(s.data_dir().join(f)).unwrap().permissions().mode() & 0o777;
+    for f in [
+        "server/tls/server-ca.key",
+        "server/tls/client-ca.key",
+        "server/tls/serving-kube-apiserver.key",
+        "server/token",
+    ] {
+        let mode = std::fs::metadata(s.data_dir().join(f))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(mode, 0o600, "{f}");
     }
-    let kc = std::fs::metadata(s.kubeconfig()).unwrap().permissions().mode() & 0o777;
+    let kc = std::fs::metadata(s.kubeconfig())
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(kc, 0o600);
     let token = std::fs::read_to_string(s.data_dir().join("server/token")).unwrap();
-    assert!(token.starts_with("K10") && token.contains("::server:"), "token format");
+    assert!(
+        token.starts_with("K10") && token.contains("::server:"),
+        "token format"
+    );
 }
 
 #[test]
@@ -112,9 +169,16 @@ fn new_tls_san_reissues_only_the_serving_certificate() {
     let serving = std::fs::read(tls.join("serving-kube-apiserver.crt")).unwrap();
     s.stop();
     s.start_again_with(&["--tls-san", "k3rs.example.test"]);
-    assert_eq!(std::fs::read(tls.join("server-ca.crt")).unwrap(), ca, "the CA must be kept");
+    assert_eq!(
+        std::fs::read(tls.join("server-ca.crt")).unwrap(),
+        ca,
+        "the CA must be kept"
+    );
     let serving2 = std::fs::read(tls.join("serving-kube-apiserver.crt")).unwrap();
-    assert_ne!(serving2, serving, "the serving certificate must be reissued");
+    assert_ne!(
+        serving2, serving,
+        "the serving certificate must be reissued"
+    );
     // The kubeconfig written before still works (same CA, same admin certificate).
     s.kubectl(&["get", "ns", "default"]).ok();
 }

@@ -66,6 +66,12 @@ pub struct Resource {
     pub defaults: DefaultFn,
     /// Validation hook.
     pub validate: ValidateFn,
+    /// Runs on create after defaulting, once uid and name are set (e.g. a Job's generated
+    /// selector).
+    pub on_create: fn(&mut serde_json::Value),
+    /// Runs on update after defaulting with the old object (e.g. a Service keeps its
+    /// allocated cluster IP and node ports).
+    pub on_update: fn(&mut serde_json::Value, &serde_json::Value),
     /// Checks that the JSON decodes as the typed kind (field types), like upstream's decoder.
     pub typed: fn(&serde_json::Value) -> Result<(), String>,
 }
@@ -188,7 +194,15 @@ const fn res(
         defaults: defaults::none,
         validate: validation::none,
         typed: untyped,
+        on_create: |_| {},
+        on_update: |_, _| {},
     }
+}
+
+/// A Job's generated selector and labels, which need the new uid.
+fn job_on_create(obj: &mut serde_json::Value) {
+    let uid = super::meta::uid(obj).to_string();
+    defaults::job_selector(obj, &uid);
 }
 
 /// No typed check (kinds without a k8s-openapi type).
@@ -252,6 +266,8 @@ pub static RESOURCES: &[Resource] = &[
         status: StatusPolicy::Split,
         fields: POD_FIELDS,
         typed: typed::<k8s_openapi::api::core::v1::Pod>,
+        defaults: defaults::pod,
+        validate: validation::pod,
         ..res("", "v1", "Pod", "pods", "pod", true)
     },
     Resource {
@@ -273,6 +289,8 @@ pub static RESOURCES: &[Resource] = &[
         name_is_label: true,
         fields: &["status.phase"],
         typed: typed::<k8s_openapi::api::core::v1::Namespace>,
+        defaults: defaults::namespace,
+        validate: validation::namespace,
         ..res("", "v1", "Namespace", "namespaces", "namespace", false)
     },
     Resource {
@@ -281,6 +299,8 @@ pub static RESOURCES: &[Resource] = &[
         status: StatusPolicy::SplitKeepOnCreate,
         fields: &["spec.unschedulable"],
         typed: typed::<k8s_openapi::api::core::v1::Node>,
+        defaults: defaults::node,
+        validate: validation::node,
         ..res("", "v1", "Node", "nodes", "node", false)
     },
     Resource {
@@ -301,6 +321,9 @@ pub static RESOURCES: &[Resource] = &[
         name_is_label: true,
         fields: &["spec.clusterIP", "spec.type"],
         typed: typed::<k8s_openapi::api::core::v1::Service>,
+        on_update: defaults::service_keep_allocated,
+        defaults: defaults::service,
+        validate: validation::service,
         ..res("", "v1", "Service", "services", "service", true)
     },
     Resource {
@@ -311,11 +334,15 @@ pub static RESOURCES: &[Resource] = &[
     Resource {
         short_names: &["cm"],
         typed: typed::<k8s_openapi::api::core::v1::ConfigMap>,
+        defaults: defaults::none,
+        validate: validation::config_map,
         ..res("", "v1", "ConfigMap", "configmaps", "configmap", true)
     },
     Resource {
         fields: &["type"],
         typed: typed::<k8s_openapi::api::core::v1::Secret>,
+        defaults: defaults::secret,
+        validate: validation::secret,
         ..res("", "v1", "Secret", "secrets", "secret", true)
     },
     Resource {
@@ -342,6 +369,8 @@ pub static RESOURCES: &[Resource] = &[
         subresources: &[scale(), status("", "v1", "ReplicationController")],
         status: StatusPolicy::Split,
         fields: &["status.replicas"],
+        defaults: defaults::replication_controller,
+        validate: validation::replication_controller,
         typed: typed::<k8s_openapi::api::core::v1::ReplicationController>,
         ..res(
             "",
@@ -356,6 +385,8 @@ pub static RESOURCES: &[Resource] = &[
         short_names: &["pv"],
         subresources: &[status("", "v1", "PersistentVolume")],
         status: StatusPolicy::Split,
+        defaults: defaults::persistent_volume,
+        validate: validation::persistent_volume,
         typed: typed::<k8s_openapi::api::core::v1::PersistentVolume>,
         ..res(
             "",
@@ -370,6 +401,8 @@ pub static RESOURCES: &[Resource] = &[
         short_names: &["pvc"],
         subresources: &[status("", "v1", "PersistentVolumeClaim")],
         status: StatusPolicy::Split,
+        defaults: defaults::persistent_volume_claim,
+        validate: validation::persistent_volume_claim,
         typed: typed::<k8s_openapi::api::core::v1::PersistentVolumeClaim>,
         ..res(
             "",
@@ -405,6 +438,8 @@ pub static RESOURCES: &[Resource] = &[
         categories: ALL,
         subresources: &[scale(), status("apps", "v1", "Deployment")],
         status: StatusPolicy::Split,
+        defaults: defaults::deployment,
+        validate: validation::deployment,
         typed: typed::<k8s_openapi::api::apps::v1::Deployment>,
         ..res(
             "apps",
@@ -421,6 +456,8 @@ pub static RESOURCES: &[Resource] = &[
         subresources: &[scale(), status("apps", "v1", "ReplicaSet")],
         status: StatusPolicy::Split,
         fields: &["status.replicas"],
+        defaults: defaults::replica_set,
+        validate: validation::replica_set,
         typed: typed::<k8s_openapi::api::apps::v1::ReplicaSet>,
         ..res(
             "apps",
@@ -436,7 +473,10 @@ pub static RESOURCES: &[Resource] = &[
         categories: ALL,
         subresources: &[scale(), status("apps", "v1", "StatefulSet")],
         status: StatusPolicy::Split,
+        defaults: defaults::stateful_set,
+        validate: validation::stateful_set,
         typed: typed::<k8s_openapi::api::apps::v1::StatefulSet>,
+        name_is_label: true,
         ..res(
             "apps",
             "v1",
@@ -452,6 +492,8 @@ pub static RESOURCES: &[Resource] = &[
         subresources: &[status("apps", "v1", "DaemonSet")],
         status: StatusPolicy::Split,
         typed: typed::<k8s_openapi::api::apps::v1::DaemonSet>,
+        defaults: defaults::daemon_set,
+        validate: validation::daemon_set,
         ..res("apps", "v1", "DaemonSet", "daemonsets", "daemonset", true)
     },
     Resource {
@@ -472,6 +514,9 @@ pub static RESOURCES: &[Resource] = &[
         status: StatusPolicy::Split,
         fields: &["status.successful"],
         typed: typed::<k8s_openapi::api::batch::v1::Job>,
+        on_create: job_on_create,
+        defaults: defaults::job,
+        validate: validation::job,
         ..res("batch", "v1", "Job", "jobs", "job", true)
     },
     Resource {
@@ -480,6 +525,8 @@ pub static RESOURCES: &[Resource] = &[
         subresources: &[status("batch", "v1", "CronJob")],
         status: StatusPolicy::Split,
         typed: typed::<k8s_openapi::api::batch::v1::CronJob>,
+        defaults: defaults::cron_job,
+        validate: validation::cron_job,
         ..res("batch", "v1", "CronJob", "cronjobs", "cronjob", true)
     },
     // autoscaling/v2

@@ -464,6 +464,7 @@ impl Registry {
         (res.typed)(&obj).map_err(|e| decode_error(res, &e))?;
         initial_status(res, &mut obj);
         (res.defaults)(&mut obj);
+        (res.on_create)(&mut obj);
         if res.namespaced {
             self.check_namespace_open(ns).await?;
         }
@@ -701,6 +702,7 @@ impl Registry {
         }
         (res.typed)(&new).map_err(|e| decode_error(res, &e))?;
         (res.defaults)(&mut new);
+        (res.on_update)(&mut new, old);
         if tracks_generation(res) && spec_part(&new) != spec_part(old) {
             let g = old_meta
                 .get("generation")

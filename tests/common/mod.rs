@@ -16,21 +16,36 @@ use std::time::{Duration, Instant};
 /// `kubectl` on PATH.
 pub fn kubectls() -> Vec<String> {
     match std::env::var("K3RS_TEST_KUBECTLS") {
-        Ok(v) if !v.trim().is_empty() => v.split(':').filter(|s| !s.is_empty()).map(str::to_string).collect(),
+        Ok(v) if !v.trim().is_empty() => v
+            .split(':')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect(),
         _ => vec!["kubectl".to_string()],
     }
 }
 
 /// The minor version of a kubectl binary (`1.32.4` → 32).
 pub fn kubectl_minor(bin: &str) -> u32 {
-    let out = Command::new(bin).args(["version", "--client", "-o", "json"]).output().unwrap_or_else(|e| panic!("cannot run {bin}: {e}; install kubectl (see README)"));
+    let out = Command::new(bin)
+        .args(["version", "--client", "-o", "json"])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {bin}: {e}; install kubectl (see README)"));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    v["clientVersion"]["minor"].as_str().unwrap_or("0").trim_end_matches('+').parse().unwrap_or(0)
+    v["clientVersion"]["minor"]
+        .as_str()
+        .unwrap_or("0")
+        .trim_end_matches('+')
+        .parse()
+        .unwrap_or(0)
 }
 
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("no free port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port")
 }
 
 /// A running k3rs server under test.
@@ -51,20 +66,32 @@ pub struct Run {
 
 impl Run {
     fn from(out: Output) -> Run {
-        Run { code: out.status.code().unwrap_or(-1), stdout: String::from_utf8_lossy(&out.stdout).into_owned(), stderr: String::from_utf8_lossy(&out.stderr).into_owned() }
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
     }
 
     /// Asserts success and returns stdout.
     #[track_caller]
     pub fn ok(&self) -> &str {
-        assert_eq!(self.code, 0, "command failed (exit {}):\nstdout: {}\nstderr: {}", self.code, self.stdout, self.stderr);
+        assert_eq!(
+            self.code, 0,
+            "command failed (exit {}):\nstdout: {}\nstderr: {}",
+            self.code, self.stdout, self.stderr
+        );
         &self.stdout
     }
 
     /// Asserts failure and returns stderr.
     #[track_caller]
     pub fn err(&self) -> &str {
-        assert_ne!(self.code, 0, "command unexpectedly succeeded:\nstdout: {}\nstderr: {}", self.stdout, self.stderr);
+        assert_ne!(
+            self.code, 0,
+            "command unexpectedly succeeded:\nstdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
         &self.stderr
     }
 }
@@ -78,7 +105,13 @@ impl Server {
     /// Starts a server with extra flags.
     pub fn start_with(extra: &[&str]) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut s = Server { dir, port: free_port(), kubectl_bin: "kubectl".into(), child: None, extra_args: extra.iter().map(|s| s.to_string()).collect() };
+        let mut s = Server {
+            dir,
+            port: free_port(),
+            kubectl_bin: "kubectl".into(),
+            child: None,
+            extra_args: extra.iter().map(|s| s.to_string()).collect(),
+        };
         s.spawn();
         s
     }
@@ -109,7 +142,15 @@ impl Server {
         c.arg("server")
             .arg("--data-dir")
             .arg(self.data_dir())
-            .args(["--bind-address", "127.0.0.1", "--https-listen-port", &self.port.to_string(), "--disable-agent", "--node-name", "test-node"])
+            .args([
+                "--bind-address",
+                "127.0.0.1",
+                "--https-listen-port",
+                &self.port.to_string(),
+                "--disable-agent",
+                "--node-name",
+                "test-node",
+            ])
             .arg("--write-kubeconfig")
             .arg(self.kubeconfig())
             .args(&self.extra_args)
@@ -122,10 +163,21 @@ impl Server {
     fn spawn(&mut self) {
         let cfg = self.dir.path().join("config.yaml");
         if !cfg.exists() {
-            std::fs::write(&cfg, "# k3rs test config: settings come from flags\n").expect("config file");
+            std::fs::write(&cfg, "# k3rs test config: settings come from flags\n")
+                .expect("config file");
         }
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).expect("log file");
-        let child = self.command().stdin(Stdio::null()).stdout(log.try_clone().expect("log")).stderr(log).spawn().expect("start k3rs");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("log file");
+        let child = self
+            .command()
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start k3rs");
         self.child = Some(child);
         self.wait_ready();
     }
@@ -169,12 +221,23 @@ impl Server {
             .env("KUBECONFIG", self.kubeconfig())
             .env("KUBECACHEDIR", self.dir.path().join("kube-cache"))
             .env("HOME", self.dir.path())
-            .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdin(if input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut child = c.spawn().unwrap_or_else(|e| panic!("cannot run {bin}: {e}; kubectl must be on PATH (see README)"));
+        let mut child = c.spawn().unwrap_or_else(|e| {
+            panic!("cannot run {bin}: {e}; kubectl must be on PATH (see README)")
+        });
         if let Some(i) = input {
-            child.stdin.take().expect("stdin").write_all(i.as_bytes()).expect("write stdin");
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(i.as_bytes())
+                .expect("write stdin");
         }
         Run::from(child.wait_with_output().expect("kubectl"))
     }
@@ -214,7 +277,10 @@ impl Server {
                     _ if Instant::now() > deadline => {
                         let _ = c.kill();
                         let _ = c.wait();
-                        panic!("k3rs did not stop within 30s of SIGTERM; log:\n{}", self.log());
+                        panic!(
+                            "k3rs did not stop within 30s of SIGTERM; log:\n{}",
+                            self.log()
+                        );
                     }
                     _ => std::thread::sleep(Duration::from_millis(50)),
                 }

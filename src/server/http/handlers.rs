@@ -509,46 +509,18 @@ async fn list(
     }
 }
 
-/// The label selector of a workload rendered in upstream's string form.
+/// The label selector of a workload in upstream's string form (Scale.status.selector).
 fn selector_string(res: &Resource, obj: &Value) -> String {
     let sel = &obj["spec"]["selector"];
-    if res.plural == "replicationcontrollers" {
-        let mut parts: Vec<String> = sel
-            .as_object()
-            .map(|m| {
-                m.iter()
-                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
-                    .collect()
-            })
-            .unwrap_or_default();
-        parts.sort();
-        return parts.join(",");
+    let parsed = if res.plural == "replicationcontrollers" {
+        sel.as_object().map(|m| Ok(LabelSelector::from_map(m)))
+    } else {
+        Some(LabelSelector::from_json(sel))
+    };
+    match parsed {
+        Some(Ok(s)) => s.to_string(),
+        _ => String::new(),
     }
-    let mut parts: Vec<String> = sel["matchLabels"]
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
-                .collect()
-        })
-        .unwrap_or_default();
-    for e in sel["matchExpressions"].as_array().into_iter().flatten() {
-        let key = e["key"].as_str().unwrap_or("");
-        let mut vals: Vec<&str> = e["values"]
-            .as_array()
-            .map(|a| a.iter().filter_map(Value::as_str).collect())
-            .unwrap_or_default();
-        vals.sort();
-        parts.push(match e["operator"].as_str().unwrap_or("") {
-            "In" => format!("{key} in ({})", vals.join(",")),
-            "NotIn" => format!("{key} notin ({})", vals.join(",")),
-            "Exists" => key.to_string(),
-            "DoesNotExist" => format!("!{key}"),
-            _ => continue,
-        });
-    }
-    parts.sort();
-    parts.join(",")
 }
 
 fn scale_of(res: &Resource, obj: &Value) -> Value {

@@ -212,7 +212,12 @@ async fn compact_periodically(store: Weak<SqliteStore>, every: Duration, history
     loop {
         tick.tick().await;
         let Some(store) = store.upgrade() else { return };
-        if store.writer.lock().unwrap_or_else(|e| e.into_inner()).is_none() {
+        if store
+            .writer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_none()
+        {
             return;
         }
         let backlog = store.current_revision() - store.compacted_revision();
