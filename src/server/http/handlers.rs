@@ -263,31 +263,12 @@ async fn handle_inner(
             Ok(encode_value(StatusCode::OK, &patched, enc))
         }
         "delete" => {
-            let raw = body::read_body(body, declared_len).await?;
-            let opts_body = if raw.iter().all(u8::is_ascii_whitespace) {
-                None
-            } else {
-                Some(body::decode_object(&raw, &content_type)?)
-            };
-            let mut opts = delete_options(query, opts_body.as_ref())?;
-            opts.dry_run |= write.dry_run;
+            let opts = delete_request(query, &write, body, declared_len, &content_type).await?;
             let d = reg.delete(res, ns, &info.name, &opts).await?;
-            let code = if d.removed {
-                StatusCode::OK
-            } else {
-                StatusCode::OK
-            };
-            Ok(encode_value(code, &d.object, enc))
+            Ok(encode_value(StatusCode::OK, &d.object, enc))
         }
         "deletecollection" => {
-            let raw = body::read_body(body, declared_len).await?;
-            let opts_body = if raw.iter().all(u8::is_ascii_whitespace) {
-                None
-            } else {
-                Some(body::decode_object(&raw, &content_type)?)
-            };
-            let mut opts = delete_options(query, opts_body.as_ref())?;
-            opts.dry_run |= write.dry_run;
+            let opts = delete_request(query, &write, body, declared_len, &content_type).await?;
             let lopts = list_options(res, query, false)?;
             let deleted = reg.delete_collection(res, ns, &lopts, &opts).await?;
             let list = json!({"kind": res.list_kind(), "apiVersion": res.api_version(), "metadata": {"resourceVersion": state.registry.store().current_revision().to_string()}, "items": deleted});
@@ -366,6 +347,25 @@ pub fn list_options(res: &Resource, q: &Query, watch: bool) -> Result<ListOption
         limit: if watch { 0 } else { limit },
         continue_token,
     })
+}
+
+/// Reads the optional `DeleteOptions` body and merges it with the query.
+async fn delete_request(
+    query: &Query,
+    write: &WriteOptions,
+    body: Incoming,
+    declared_len: Option<u64>,
+    content_type: &str,
+) -> Result<DeleteOptions, ApiError> {
+    let raw = body::read_body(body, declared_len).await?;
+    let opts_body = if raw.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        Some(body::decode_object(&raw, content_type)?)
+    };
+    let mut opts = delete_options(query, opts_body.as_ref())?;
+    opts.dry_run |= write.dry_run;
+    Ok(opts)
 }
 
 fn delete_options(q: &Query, body: Option<&Value>) -> Result<DeleteOptions, ApiError> {
