@@ -8,10 +8,13 @@
 //! printers fall back to upstream's default where a defaulted spec field is missing
 //! (service type `ClusterIP`, port protocol `TCP`, one replica, ...).
 
+mod batch;
 mod cluster;
 mod duration;
+mod events;
 mod network;
 mod pods;
+mod scaling;
 mod storage;
 mod text;
 mod workloads;
@@ -129,8 +132,8 @@ fn printer(group: &str, plural: &str) -> Option<&'static Printer> {
         ("", "pods") => &pods::PODS,
         ("", "nodes") => &cluster::NODES,
         ("", "namespaces") => &cluster::NAMESPACES,
-        ("", "events") => &cluster::EVENTS,
-        ("events.k8s.io", "events") => &cluster::EVENTS_V1,
+        ("", "events") => &events::EVENTS,
+        ("events.k8s.io", "events") => &events::EVENTS_V1,
         ("coordination.k8s.io", "leases") => &cluster::LEASES,
         ("", "configmaps") => &cluster::CONFIGMAPS,
         ("", "secrets") => &cluster::SECRETS,
@@ -152,10 +155,10 @@ fn printer(group: &str, plural: &str) -> Option<&'static Printer> {
         ("apps", "daemonsets") => &workloads::DAEMONSETS,
         ("apps", "statefulsets") => &workloads::STATEFULSETS,
         ("apps", "controllerrevisions") => &workloads::CONTROLLERREVISIONS,
-        ("batch", "jobs") => &workloads::JOBS,
-        ("batch", "cronjobs") => &workloads::CRONJOBS,
-        ("autoscaling", "horizontalpodautoscalers") => &workloads::HORIZONTALPODAUTOSCALERS,
-        ("policy", "poddisruptionbudgets") => &workloads::PODDISRUPTIONBUDGETS,
+        ("batch", "jobs") => &batch::JOBS,
+        ("batch", "cronjobs") => &batch::CRONJOBS,
+        ("autoscaling", "horizontalpodautoscalers") => &scaling::HORIZONTALPODAUTOSCALERS,
+        ("policy", "poddisruptionbudgets") => &scaling::PODDISRUPTIONBUDGETS,
         // Roles, cluster roles, limit ranges, CRDs and everything else: upstream has no
         // printer for them and serves the default table.
         _ => return None,

@@ -258,8 +258,8 @@ fn readiness_gates(pod: &Value) -> String {
     format!("{passed}/{}", gates.len())
 }
 
-/// `Completed` for pods that finished, so kubectl hides them unless `--show-all`-like
-/// flags ask (upstream's podSuccessConditions / podFailedConditions).
+/// A `Completed` row condition for pods that finished, which lets clients tell them
+/// apart (upstream's podSuccessConditions / podFailedConditions).
 pub(crate) fn row_conditions(pod: &Value) -> Option<Value> {
     let (reason, message) = match str_at(pod, "/status/phase") {
         "Succeeded" => ("Succeeded", "The pod has completed successfully."),
