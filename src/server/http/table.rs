@@ -1,7 +1,8 @@
 //! Server-side tables (`Accept: application/json;as=Table;v=v1;g=meta.k8s.io`), the form
 //! `kubectl get` prints. Kinds without a printer get upstream's default columns (Name,
-//! Created At); per-kind columns come with the kubectl-fidelity work.
+//! Created At).
 
+use crate::api::printers;
 use crate::api::resources::Resource;
 use serde_json::{json, Value};
 
@@ -44,21 +45,18 @@ impl IncludeObject {
     }
 }
 
-/// Column definitions for a resource.
-pub fn columns(_res: &Resource) -> Value {
-    json!([
-        {"name": "Name", "type": "string", "format": "name", "description": "Name must be unique within a namespace. Is required when creating resources, although some resources may allow a client to request the generation of an appropriate name automatically. Name is primarily intended for creation idempotence and configuration definition. Cannot be updated. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/names#names", "priority": 0},
-        {"name": "Created At", "type": "date", "format": "", "description": "CreationTimestamp is a timestamp representing the server time when this object was created. It is not guaranteed to be set in happens-before order across separate operations. Clients may not set this value. It is represented in RFC3339 form and is in UTC.\n\nPopulated by the system. Read-only. Null for lists. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata", "priority": 0}
-    ])
+/// Column definitions for a resource (upstream's printer columns, wide ones at priority 1).
+pub fn columns(res: &Resource) -> Value {
+    Value::Array(printers::columns(res.group, res.plural))
 }
 
 /// One row for an object.
-pub fn row(_res: &Resource, obj: &Value, include: IncludeObject, meta_version: &str) -> Value {
-    let cells = json!([
-        obj["metadata"]["name"],
-        obj["metadata"]["creationTimestamp"]
-    ]);
+pub fn row(res: &Resource, obj: &Value, include: IncludeObject, meta_version: &str) -> Value {
+    let cells = printers::cells(res.group, res.plural, obj, jiff::Timestamp::now());
     let mut row = json!({"cells": cells});
+    if let Some(c) = printers::conditions(res.group, res.plural, obj) {
+        row["conditions"] = c;
+    }
     match include {
         IncludeObject::None => {}
         IncludeObject::Metadata => {
