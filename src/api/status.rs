@@ -230,7 +230,13 @@ impl ApiError {
 
     /// 422 `Pod "x" is invalid: <causes>`. `kind` is the Kind (not the resource).
     pub fn invalid(group: &str, kind: &str, name: &str, causes: Vec<FieldError>) -> Self {
-        let text: Vec<String> = causes.iter().map(FieldError::display).collect();
+        let mut text: Vec<String> = Vec::with_capacity(causes.len());
+        for line in causes.iter().map(FieldError::display) {
+            // Upstream prints each distinct error once.
+            if !text.contains(&line) {
+                text.push(line);
+            }
+        }
         let joined = if text.len() == 1 {
             text[0].clone()
         } else {
