@@ -66,6 +66,9 @@ pub struct Resource {
     pub defaults: DefaultFn,
     /// Validation hook.
     pub validate: ValidateFn,
+    /// Create computes an answer from the request (access reviews, whoami) and stores
+    /// nothing.
+    pub ephemeral: bool,
     /// Runs on create after defaulting, once uid and name are set (e.g. a Job's generated
     /// selector).
     pub on_create: fn(&mut serde_json::Value),
@@ -196,7 +199,13 @@ const fn res(
         typed: untyped,
         on_create: |_| {},
         on_update: |_, _| {},
+        ephemeral: false,
     }
+}
+
+/// A create-only resource whose create computes an answer (reviews).
+const fn review(group: &'static str, kind: &'static str, plural: &'static str, singular: &'static str, namespaced: bool) -> Resource {
+    Resource { verbs: &["create"], ephemeral: true, ..res(group, "v1", kind, plural, singular, namespaced) }
 }
 
 /// A Job's generated selector and labels, which need the new uid.
@@ -529,6 +538,12 @@ pub static RESOURCES: &[Resource] = &[
         validate: validation::cron_job,
         ..res("batch", "v1", "CronJob", "cronjobs", "cronjob", true)
     },
+    // authentication.k8s.io/v1, authorization.k8s.io/v1
+    review("authentication.k8s.io", "SelfSubjectReview", "selfsubjectreviews", "selfsubjectreview", false),
+    review("authorization.k8s.io", "LocalSubjectAccessReview", "localsubjectaccessreviews", "localsubjectaccessreview", true),
+    review("authorization.k8s.io", "SelfSubjectAccessReview", "selfsubjectaccessreviews", "selfsubjectaccessreview", false),
+    review("authorization.k8s.io", "SelfSubjectRulesReview", "selfsubjectrulesreviews", "selfsubjectrulesreview", false),
+    review("authorization.k8s.io", "SubjectAccessReview", "subjectaccessreviews", "subjectaccessreview", false),
     // autoscaling/v2
     Resource {
         short_names: &["hpa"],
