@@ -5,6 +5,7 @@
 pub mod defaults;
 pub mod meta;
 pub mod patch;
+pub mod protobuf;
 pub mod resources;
 pub mod selector;
 pub mod status;
