@@ -14,25 +14,37 @@
 //! when set; the wire does not say which was which. To come close to the JSON kubectl would
 //! have sent, a *singular* field is left out when it is
 //! - an empty string or empty bytes,
-//! - a zero `meta.v1.Time` or `MicroTime` (seconds = 0 and nanos = 0; so
-//!   `metadata.creationTimestamp` of a new object is absent),
+//! - a zero `meta.v1.Time` or `MicroTime`, which upstream writes as an empty message (so
+//!   `metadata.creationTimestamp` of a new object is absent; an explicit `seconds: 0` is the
+//!   Unix epoch, as upstream reads it),
 //! - an all-zero `IntOrString` (type Int, value 0, no string),
 //! - a `RawExtension`, `FieldsV1` or apiextensions `JSON` without bytes.
 //!
 //! Numbers (0 included) and booleans (false included) are kept as decoded, so pointer fields
-//! such as `replicas: 0` survive; non-pointer ones show up as `hostPort: 0`, `stdin: false`,
-//! `metadata.generation: 0`, which upstream also treats as unset. Nested messages are kept even
-//! when empty (`{}`), as encoding/json keeps structs. Repeated fields and maps appear only with
-//! elements, and their elements are never dropped (`apiGroups: [""]`, `data: {"a": ""}`).
+//! such as `replicas: 0` survive; non-pointer ones show up as `hostPort: 0`, `nodePort: 0`,
+//! `stdin: false`, `metadata.generation: 0`, which upstream also treats as unset. Nested
+//! messages are kept even when empty (`{}`), as encoding/json keeps structs. Repeated fields
+//! and maps appear only with elements, and their elements are never dropped
+//! (`apiGroups: [""]`, `data: {"a": ""}`). The bodies kubectl 1.32 sends decode to exactly its
+//! `--dry-run=client -o json` output but for these zero numbers and booleans and
+//! `creationTimestamp: null` (tests: `testdata/kubectl-1.32`).
 //!
 //! Special JSON forms: `IntOrString` → number or string, `Quantity` → string, `Time` → RFC
-//! 3339 in UTC with seconds, `MicroTime` → with 6 fractional digits, `Duration` → Go duration
-//! string, `RawExtension`/`FieldsV1`/`JSON` → the embedded JSON, `bytes` → base64,
+//! 3339 in UTC with seconds (nanos ignored, as upstream), `MicroTime` → with 6 fractional
+//! digits, `Duration` → Go duration string, `RawExtension`/`FieldsV1`/`JSON` → the embedded
+//! JSON (a `RawExtension` holding a `k8s\0` document is decoded too), `bytes` → base64,
 //! `ExtraValue`/`Verbs` → string arrays, the apiextensions `JSONSchemaPropsOr*` unions → their
-//! one set member. A singular field sent twice keeps the last value (messages are not merged).
+//! one set member, Go structs embedded with `json:",inline"` (Probe's handler, Volume's
+//! source, `LocalObjectReference` in key selectors) → merged into the parent. A singular field
+//! sent twice keeps the last value (messages are not merged).
 //!
-//! Fields the schema does not know (a newer kubectl) are skipped and reported as JSON paths
-//! whose last segment is `#<field number>`, e.g. `spec.template.spec.containers[0].#99`.
+//! # Unknown fields
+//!
+//! Fields the schema does not know (a newer kubectl) are skipped. Those carrying a value are
+//! reported as JSON paths whose last segment is `#<field number>`, e.g.
+//! `spec.template.spec.containers[0].#99`; zero ones (varint 0, empty bytes) are not, since
+//! JSON would not have carried them either (kubectl < 1.25 still sends the removed
+//! `ObjectMeta.clusterName` as "").
 
 mod decode;
 mod schema;
