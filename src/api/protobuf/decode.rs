@@ -220,21 +220,31 @@ impl Decoder {
                 } else {
                     items.push(self.single_indexed(msg, field, r, out)?);
                 }
-                let list = out
-                    .entry(field.name)
-                    .or_insert_with(|| Value::Array(Vec::new()));
-                if let Value::Array(list) = list {
-                    list.extend(items.into_iter().map(Item::into_value));
+                let items = items.into_iter().map(Item::into_value);
+                // Elements arrive one field at a time; look the list up without allocating a key.
+                match out.get_mut(field.name) {
+                    Some(Value::Array(list)) => list.extend(items),
+                    _ => {
+                        // An empty packed list is an empty repeated field: absent.
+                        let items: Vec<Value> = items.collect();
+                        if !items.is_empty() {
+                            out.insert(field.name.into(), Value::Array(items));
+                        }
+                    }
                 }
             }
             Label::Map => {
                 let entry = r.len_delimited().map_err(|e| self.err(msg, e))?;
                 let (key, value) = self.map_entry(msg, field, entry)?;
-                let map = out
-                    .entry(field.name)
-                    .or_insert_with(|| Value::Object(Map::new()));
-                if let Value::Object(map) = map {
-                    map.insert(key, value);
+                match out.get_mut(field.name) {
+                    Some(Value::Object(map)) => {
+                        map.insert(key, value);
+                    }
+                    _ => {
+                        let mut map = Map::new();
+                        map.insert(key, value);
+                        out.insert(field.name.into(), Value::Object(map));
+                    }
                 }
             }
         }
