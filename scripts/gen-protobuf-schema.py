@@ -2,9 +2,9 @@
 """Generate src/api/protobuf/schema.rs: the Kubernetes protobuf schema the API server needs to
 turn `application/vnd.kubernetes.protobuf` request bodies into JSON.
 
-Where the facts come from (both crates are already in the cargo registry on a machine that has
-built k3rs once; `cargo fetch` brings k8s-openapi, `cargo download k8s-pb` or a scratch project
-depending on `k8s-pb = "=0.9.0"` brings k8s-pb):
+Where the facts come from (read from the cargo registry, ~/.cargo/registry/src/*/; `cargo fetch`
+in k3rs brings k8s-openapi, and k8s-pb, which k3rs does not depend on, comes with `cargo fetch`
+in a scratch crate that depends on `k8s-pb = "=0.9.0"`):
 
 * k8s-pb 0.9.0 (prost code generated from upstream's generated.proto files): message names,
   field numbers, proto types and cardinality. prost renames fields to snake_case and some
@@ -150,7 +150,9 @@ def find_crate(registry, name, version):
 
 
 def parse_pb_module(root, modpath):
-    """Returns [(rust_name, [(number, rust_field, cardinality, scalar_or_None, type_path)])]."""
+    """Returns [(rust_name, [(number, rust_field, cardinality, scalar, type_path, doc_word)])]:
+    scalar is a `Type` variant or None for messages, type_path the Rust path of the message,
+    doc_word the first word of the field's doc comment."""
     text = open(os.path.join(root, "src", modpath, "mod.rs"), encoding="utf-8").read()
     # Doc comments carry braces and `#[prost(` in prose: keep only each comment block's first
     # word (upstream starts most field comments with the field's JSON name) as a marker.
