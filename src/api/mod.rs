@@ -6,6 +6,7 @@ pub mod defaults;
 pub mod meta;
 pub mod patch;
 pub mod printers;
+pub mod protobuf;
 pub mod resources;
 pub mod selector;
 pub mod status;
