@@ -3,6 +3,7 @@
 //! registry operations.
 
 use super::body::{self, error_response, json_bytes, json_response, Resp};
+use super::auth::Identity;
 use super::request::{Query, RequestInfo};
 use super::{table, watch, AppState};
 use crate::api::meta;
@@ -68,13 +69,14 @@ fn encode_value(code: StatusCode, v: &Value, enc: Encoding) -> Resp {
 /// Handles a request for a resource.
 pub async fn handle(
     state: Arc<AppState>,
+    who: Identity,
     method: Method,
     headers: HeaderMap,
     info: RequestInfo,
     query: Query,
     body: Incoming,
 ) -> Resp {
-    match handle_inner(&state, &method, &headers, &info, &query, body).await {
+    match handle_inner(&state, &who, &method, &headers, &info, &query, body).await {
         Ok(r) => r,
         Err(e) => error_response(&e),
     }
@@ -86,6 +88,7 @@ fn header_str<'a>(h: &'a HeaderMap, name: header::HeaderName) -> &'a str {
 
 async fn handle_inner(
     state: &Arc<AppState>,
+    who: &Identity,
     method: &Method,
     headers: &HeaderMap,
     info: &RequestInfo,
@@ -240,6 +243,10 @@ async fn handle_inner(
         "create" => {
             let obj =
                 body::decode_object(&body::read_body(body, declared_len).await?, &content_type)?;
+            if res.ephemeral {
+                let answered = super::reviews::answer(res, who, obj)?;
+                return Ok(encode_value(StatusCode::CREATED, &answered, enc));
+            }
             let created = reg.create(res, ns, obj, &write).await?;
             Ok(encode_value(StatusCode::CREATED, &created, enc))
         }

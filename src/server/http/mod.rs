@@ -8,6 +8,7 @@ pub mod discovery;
 pub mod handlers;
 pub mod openapi;
 pub mod request;
+pub mod reviews;
 pub mod table;
 pub mod watch;
 
@@ -175,6 +176,7 @@ async fn route(
             }
             handlers::handle(
                 state.clone(),
+                who,
                 parts.method,
                 parts.headers,
                 info,
