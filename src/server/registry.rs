@@ -456,14 +456,16 @@ impl Registry {
         ] {
             meta_map.remove(k);
         }
+        (res.typed)(&obj).map_err(|e| decode_error(res, &e))?;
+        initial_status(res, &mut obj);
+        // Defaulting sees a new object (no uid yet), as upstream's does.
+        (res.defaults)(&mut obj);
+        let meta_map = meta::metadata_mut(&mut obj);
         meta_map.insert("uid".into(), json!(meta::new_uid()));
         meta_map.insert("creationTimestamp".into(), json!(meta::now_rfc3339()));
         if tracks_generation(res) {
             meta_map.insert("generation".into(), json!(1));
         }
-        (res.typed)(&obj).map_err(|e| decode_error(res, &e))?;
-        initial_status(res, &mut obj);
-        (res.defaults)(&mut obj);
         (res.on_create)(&mut obj);
         if res.namespaced {
             self.check_namespace_open(ns).await?;
