@@ -713,3 +713,44 @@ fn every_kubectl_version_under_test_works() {
         );
     }
 }
+
+#[test]
+fn apply_creates_with_last_applied_annotation_and_watch_tables() {
+    let s = Server::start();
+    let f = s.manifest("pod.yaml", POD);
+    assert_eq!(
+        s.kubectl(&["apply", "-f", &f]).ok().trim(),
+        "pod/web created"
+    );
+    let ann = s.kubectl(&[
+        "get",
+        "pod",
+        "web",
+        "-o",
+        "jsonpath={.metadata.annotations.kubectl\\.kubernetes\\.io/last-applied-configuration}",
+    ]);
+    let last: Value = serde_json::from_str(ann.ok()).expect("last-applied is JSON");
+    assert_eq!(last["metadata"]["name"], "web");
+    // `get -w` on one object prints server-side table rows for each change.
+    let out = s.dir.path().join("w.out");
+    let mut w = s.kubectl_background(&["get", "pod", "web", "-w"], &out);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    s.kubectl(&["label", "pod", "web", "x=y"]).ok();
+    let ok = eventually(20, || {
+        std::fs::read_to_string(&out)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.starts_with("web "))
+            .count()
+            >= 2
+    });
+    let _ = w.kill();
+    let _ = w.wait();
+    let text = std::fs::read_to_string(&out).unwrap_or_default();
+    assert!(ok, "{text}");
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap_or("").split_whitespace().collect();
+    assert_eq!(header, ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]);
+    let row: Vec<&str> = lines.next().unwrap_or("").split_whitespace().collect();
+    assert_eq!(&row[..4], ["web", "0/1", "Pending", "0"]);
+}

@@ -204,8 +204,18 @@ const fn res(
 }
 
 /// A create-only resource whose create computes an answer (reviews).
-const fn review(group: &'static str, kind: &'static str, plural: &'static str, singular: &'static str, namespaced: bool) -> Resource {
-    Resource { verbs: &["create"], ephemeral: true, ..res(group, "v1", kind, plural, singular, namespaced) }
+const fn review(
+    group: &'static str,
+    kind: &'static str,
+    plural: &'static str,
+    singular: &'static str,
+    namespaced: bool,
+) -> Resource {
+    Resource {
+        verbs: &["create"],
+        ephemeral: true,
+        ..res(group, "v1", kind, plural, singular, namespaced)
+    }
 }
 
 /// A Job's generated selector and labels, which need the new uid.
@@ -539,11 +549,41 @@ pub static RESOURCES: &[Resource] = &[
         ..res("batch", "v1", "CronJob", "cronjobs", "cronjob", true)
     },
     // authentication.k8s.io/v1, authorization.k8s.io/v1
-    review("authentication.k8s.io", "SelfSubjectReview", "selfsubjectreviews", "selfsubjectreview", false),
-    review("authorization.k8s.io", "LocalSubjectAccessReview", "localsubjectaccessreviews", "localsubjectaccessreview", true),
-    review("authorization.k8s.io", "SelfSubjectAccessReview", "selfsubjectaccessreviews", "selfsubjectaccessreview", false),
-    review("authorization.k8s.io", "SelfSubjectRulesReview", "selfsubjectrulesreviews", "selfsubjectrulesreview", false),
-    review("authorization.k8s.io", "SubjectAccessReview", "subjectaccessreviews", "subjectaccessreview", false),
+    review(
+        "authentication.k8s.io",
+        "SelfSubjectReview",
+        "selfsubjectreviews",
+        "selfsubjectreview",
+        false,
+    ),
+    review(
+        "authorization.k8s.io",
+        "LocalSubjectAccessReview",
+        "localsubjectaccessreviews",
+        "localsubjectaccessreview",
+        true,
+    ),
+    review(
+        "authorization.k8s.io",
+        "SelfSubjectAccessReview",
+        "selfsubjectaccessreviews",
+        "selfsubjectaccessreview",
+        false,
+    ),
+    review(
+        "authorization.k8s.io",
+        "SelfSubjectRulesReview",
+        "selfsubjectrulesreviews",
+        "selfsubjectrulesreview",
+        false,
+    ),
+    review(
+        "authorization.k8s.io",
+        "SubjectAccessReview",
+        "subjectaccessreviews",
+        "subjectaccessreview",
+        false,
+    ),
     // autoscaling/v2
     Resource {
         short_names: &["hpa"],

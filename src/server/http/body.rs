@@ -129,11 +129,18 @@ pub fn decode_object(bytes: &[u8], content_type: &str) -> Result<Value, ApiError
     } else if crate::api::protobuf::is_media_type(base) {
         // kubectl's typed clients (create configmap/deployment/namespace, run, ...) send
         // protobuf bodies; decode them into the JSON the rest of the pipeline works on.
-        crate::api::protobuf::decode(bytes).map_err(ApiError::bad_request)?.object
+        crate::api::protobuf::decode(bytes)
+            .map_err(ApiError::bad_request)?
+            .object
     } else if base.contains("cbor") || base.contains("protobuf") {
-        return Err(ApiError::unsupported_media_type(&["application/json", "application/yaml", crate::api::protobuf::MEDIA_TYPE]));
+        return Err(ApiError::unsupported_media_type(&[
+            "application/json",
+            "application/yaml",
+            crate::api::protobuf::MEDIA_TYPE,
+        ]));
     } else {
-        serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request(format!("error decoding JSON: {e}")))?
+        serde_json::from_slice(bytes)
+            .map_err(|e| ApiError::bad_request(format!("error decoding JSON: {e}")))?
     };
     Ok(v)
 }

@@ -2,8 +2,8 @@
 //! registry. Subresources (status, scale, binding, eviction, finalize) map onto the same
 //! registry operations.
 
-use super::body::{self, error_response, json_bytes, json_response, Resp};
 use super::auth::Identity;
+use super::body::{self, error_response, json_bytes, json_response, Resp};
 use super::request::{Query, RequestInfo};
 use super::{table, watch, AppState};
 use crate::api::meta;

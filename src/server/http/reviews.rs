@@ -32,7 +32,14 @@ pub fn answer(res: &Resource, who: &Identity, mut obj: Value) -> Result<Value, A
                 who.clone()
             } else {
                 let user = obj["spec"]["user"].as_str().unwrap_or("").to_string();
-                let groups = obj["spec"]["groups"].as_array().map(|a| a.iter().filter_map(|g| g.as_str().map(str::to_string)).collect()).unwrap_or_default();
+                let groups = obj["spec"]["groups"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|g| g.as_str().map(str::to_string))
+                            .collect()
+                    })
+                    .unwrap_or_default();
                 Identity { user, groups }
             };
             let ra = &obj["spec"]["resourceAttributes"];
