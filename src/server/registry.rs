@@ -597,6 +597,13 @@ impl Registry {
         target: Target,
         opts: &WriteOptions,
     ) -> Result<Value, ApiError> {
+        // Refuse unsupported patch types before looking the object up, so clients take
+        // their fallback path (kubectl: "server-side apply not available").
+        if matches!(ptype, PatchType::Strategic | PatchType::Apply) {
+            return Err(ApiError::unsupported_media_type(
+                &patch::PATCH_MEDIA_TYPES[..2],
+            ));
+        }
         loop {
             let current = self.get(res, ns, name).await?;
             let old = current.value()?;

@@ -216,7 +216,19 @@ impl Server {
 
     /// Runs a given kubectl binary.
     pub fn kubectl_with(&self, bin: &str, args: &[&str], input: Option<&str>) -> Run {
+        self.kubectl_env(bin, args, input, &[])
+    }
+
+    /// Runs a given kubectl binary with extra environment variables.
+    pub fn kubectl_env(
+        &self,
+        bin: &str,
+        args: &[&str],
+        input: Option<&str>,
+        envs: &[(&str, &str)],
+    ) -> Run {
         let mut c = Command::new(bin);
+        c.envs(envs.iter().copied());
         c.args(args)
             .env("KUBECONFIG", self.kubeconfig())
             .env("KUBECACHEDIR", self.dir.path().join("kube-cache"))
@@ -244,8 +256,13 @@ impl Server {
 
     /// Spawns a long-running kubectl (e.g. `get -w`) with output to a file.
     pub fn kubectl_background(&self, args: &[&str], out: &Path) -> Child {
+        self.kubectl_background_with(&self.kubectl_bin, args, out)
+    }
+
+    /// Spawns a long-running run of a given kubectl binary with output to a file.
+    pub fn kubectl_background_with(&self, bin: &str, args: &[&str], out: &Path) -> Child {
         let f = std::fs::File::create(out).expect("out file");
-        Command::new(&self.kubectl_bin)
+        Command::new(bin)
             .args(args)
             .env("KUBECONFIG", self.kubeconfig())
             .env("KUBECACHEDIR", self.dir.path().join("kube-cache"))
