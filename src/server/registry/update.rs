@@ -1,0 +1,323 @@
+//! Update (PUT), patch and system writes: status split, system fields kept, generation,
+//! compare-and-swap with retries.
+
+use super::*;
+
+/// Everything but `metadata` and `status`, to tell whether the spec changed.
+fn spec_part(obj: &Value) -> Vec<(&String, &Value)> {
+    obj.as_object()
+        .map(|m| {
+            m.iter()
+                .filter(|(k, _)| {
+                    !matches!(k.as_str(), "metadata" | "status" | "apiVersion" | "kind")
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+enum UpdateError {
+    Conflict,
+    Api(ApiError),
+}
+
+impl From<ApiError> for UpdateError {
+    fn from(e: ApiError) -> Self {
+        UpdateError::Api(e)
+    }
+}
+
+impl Registry {
+    /// Replaces an object (PUT). `obj` is the full new object.
+    pub async fn update(
+        &self,
+        res: &Resource,
+        ns: &str,
+        name: &str,
+        obj: Value,
+        target: Target,
+        opts: &WriteOptions,
+    ) -> Result<Value, ApiError> {
+        check_type(res, &obj, res.kind)?;
+        let given_rv = meta::meta_str(&obj, "resourceVersion").to_string();
+        let body_name = meta::name(&obj);
+        if !body_name.is_empty() && body_name != name {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({name})"
+            )));
+        }
+        let body_ns = meta::namespace(&obj);
+        if res.namespaced && !body_ns.is_empty() && body_ns != ns {
+            return Err(ApiError::bad_request("the namespace of the provided object does not match the namespace sent on the request"));
+        }
+        let expected = if given_rv.is_empty() {
+            None
+        } else {
+            Some(parse_rv(&given_rv)?)
+        };
+        loop {
+            let current = self.get(res, ns, name).await?;
+            if let Some(rv) = expected {
+                if rv != current.revision {
+                    return Err(ApiError::conflict(res.group, res.plural, name));
+                }
+            }
+            let old = current.value()?;
+            match self
+                .write_update(
+                    res,
+                    ns,
+                    name,
+                    &old,
+                    current.revision,
+                    obj.clone(),
+                    target,
+                    opts,
+                )
+                .await
+            {
+                Err(UpdateError::Conflict) if expected.is_none() => continue,
+                Err(UpdateError::Conflict) => {
+                    return Err(ApiError::conflict(res.group, res.plural, name))
+                }
+                Err(UpdateError::Api(e)) => return Err(e),
+                Ok(v) => return Ok(v),
+            }
+        }
+    }
+
+    /// Applies a patch (PATCH) to the current object and writes the result.
+    pub async fn patch(
+        &self,
+        res: &Resource,
+        ns: &str,
+        name: &str,
+        ptype: PatchType,
+        body: &Value,
+        target: Target,
+        opts: &WriteOptions,
+    ) -> Result<Value, ApiError> {
+        // Refuse unsupported patch types before looking the object up, so clients take
+        // their fallback path (kubectl: "server-side apply not available").
+        if matches!(ptype, PatchType::Strategic | PatchType::Apply) {
+            return Err(ApiError::unsupported_media_type(
+                &patch::PATCH_MEDIA_TYPES[..2],
+            ));
+        }
+        loop {
+            let current = self.get(res, ns, name).await?;
+            let old = current.value()?;
+            let mut new = old.clone();
+            match ptype {
+                PatchType::Json => patch::apply_json_patch(&mut new, body)?,
+                PatchType::Merge => patch::apply_merge_patch(&mut new, body)?,
+                PatchType::Strategic | PatchType::Apply => {
+                    return Err(ApiError::unsupported_media_type(
+                        &patch::PATCH_MEDIA_TYPES[..2],
+                    ));
+                }
+            }
+            // A resourceVersion in the patch is a precondition.
+            let patched_rv = meta::meta_str(&new, "resourceVersion").to_string();
+            let precondition = patched_rv != current.revision.to_string();
+            if precondition {
+                return Err(ApiError::conflict(res.group, res.plural, name));
+            }
+            let pinned = body.pointer("/metadata/resourceVersion").is_some();
+            match self
+                .write_update(res, ns, name, &old, current.revision, new, target, opts)
+                .await
+            {
+                Err(UpdateError::Conflict) if !pinned => continue,
+                Err(UpdateError::Conflict) => {
+                    return Err(ApiError::conflict(res.group, res.plural, name))
+                }
+                Err(UpdateError::Api(e)) => return Err(e),
+                Ok(v) => return Ok(v),
+            }
+        }
+    }
+
+    /// The shared tail of update and patch: merge with the old object according to the
+    /// target, keep system fields, default, validate, write with compare-and-swap.
+    #[allow(clippy::too_many_arguments)]
+    async fn write_update(
+        &self,
+        res: &Resource,
+        ns: &str,
+        name: &str,
+        old: &Value,
+        old_rev: Revision,
+        new: Value,
+        target: Target,
+        opts: &WriteOptions,
+    ) -> Result<Value, UpdateError> {
+        check_type(res, &new, res.kind)?;
+        let mut new = match target {
+            Target::Status => {
+                let mut merged = old.clone();
+                if let Some(m) = merged.as_object_mut() {
+                    m.insert(
+                        "status".into(),
+                        new.get("status").cloned().unwrap_or(json!({})),
+                    );
+                }
+                merged
+            }
+            Target::Main => {
+                let mut n = new;
+                if res.status != StatusPolicy::None {
+                    if let Some(m) = n.as_object_mut() {
+                        match old.get("status") {
+                            Some(s) => m.insert("status".into(), s.clone()),
+                            None => m.remove("status"),
+                        };
+                    }
+                }
+                n
+            }
+        };
+        // System fields come from the stored object.
+        let old_meta = meta::metadata(old).cloned().unwrap_or_default();
+        let uid_given = meta::uid(&new).to_string();
+        if !uid_given.is_empty() && uid_given != meta::uid(old) {
+            return Err(UpdateError::Api(ApiError::conflict_msg(
+                res.group,
+                res.plural,
+                name,
+                &format!(
+                    "Precondition failed: UID in precondition: {uid_given}, UID in object meta: {}",
+                    meta::uid(old)
+                ),
+            )));
+        }
+        {
+            let m = meta::metadata_mut(&mut new);
+            for k in [
+                "uid",
+                "creationTimestamp",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "generation",
+                "namespace",
+                "name",
+            ] {
+                match old_meta.get(k) {
+                    Some(v) => m.insert(k.to_string(), v.clone()),
+                    None => m.remove(k),
+                };
+            }
+            m.remove("selfLink");
+        }
+        (res.typed)(&new).map_err(|e| decode_error(res, &e))?;
+        (res.defaults)(&mut new);
+        (res.on_update)(&mut new, old);
+        if tracks_generation(res) && spec_part(&new) != spec_part(old) {
+            let g = old_meta
+                .get("generation")
+                .and_then(Value::as_i64)
+                .unwrap_or(0)
+                + 1;
+            meta::metadata_mut(&mut new).insert("generation".into(), json!(g));
+        }
+        let mut errs = validation::object_meta(&new, Some(old), res.namespaced, res.name_is_label);
+        if target == Target::Main {
+            errs.extend((res.validate)(&new, Some(old)));
+        }
+        if !errs.is_empty() {
+            return Err(UpdateError::Api(ApiError::invalid(
+                res.group, res.kind, name, errs,
+            )));
+        }
+        meta::metadata_mut(&mut new).insert("resourceVersion".into(), json!(old_rev.to_string()));
+        if new == *old || opts.dry_run {
+            return Ok(new);
+        }
+        let key = res.key(ns, name);
+        // A deleting object whose last finalizer went away is removed now.
+        if meta::is_deleting(&new)
+            && meta::finalizers(&new).is_empty()
+            && !(res.plural == "namespaces" && has_spec_finalizers(&new))
+        {
+            return match self.store.delete(key, Some(old_rev)).await {
+                Ok(kv) => {
+                    meta::metadata_mut(&mut new)
+                        .insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
+                    Ok(new)
+                }
+                Err(StoreError::Conflict { .. }) => Err(UpdateError::Conflict),
+                Err(StoreError::NotFound(_)) => Err(UpdateError::Api(ApiError::not_found(
+                    res.group, res.plural, name,
+                ))),
+                Err(e) => Err(UpdateError::Api(store_err(e))),
+            };
+        }
+        match self
+            .store
+            .update(key, meta::to_stored_bytes(&new), Some(old_rev))
+            .await
+        {
+            Ok(rev) => {
+                meta::metadata_mut(&mut new)
+                    .insert("resourceVersion".into(), json!(rev.to_string()));
+                Ok(new)
+            }
+            Err(StoreError::Conflict { .. }) => Err(UpdateError::Conflict),
+            Err(StoreError::NotFound(_)) => Err(UpdateError::Api(ApiError::not_found(
+                res.group, res.plural, name,
+            ))),
+            Err(e) => Err(UpdateError::Api(store_err(e))),
+        }
+    }
+
+    /// A system write: reads the object, lets `change` edit it, and writes it back with
+    /// compare-and-swap, retrying on conflicts. No per-kind validation runs (the caller
+    /// is the server itself: bindings, finalizers, controllers). A deleting object left
+    /// without finalizers is removed.
+    pub async fn update_with<F>(
+        &self,
+        res: &Resource,
+        ns: &str,
+        name: &str,
+        change: F,
+    ) -> Result<Value, ApiError>
+    where
+        F: Fn(&mut Value) -> Result<(), ApiError>,
+    {
+        loop {
+            let current = self.get(res, ns, name).await?;
+            let old = current.value()?;
+            let mut new = old.clone();
+            change(&mut new)?;
+            if new == old {
+                return Ok(new);
+            }
+            let key = res.key(ns, name);
+            let done = meta::is_deleting(&new)
+                && meta::finalizers(&new).is_empty()
+                && !(res.plural == "namespaces" && has_spec_finalizers(&new));
+            let result = if done {
+                self.store
+                    .delete(key, Some(current.revision))
+                    .await
+                    .map(|kv| kv.mod_revision)
+            } else {
+                self.store
+                    .update(key, meta::to_stored_bytes(&new), Some(current.revision))
+                    .await
+            };
+            match result {
+                Ok(rev) => {
+                    meta::metadata_mut(&mut new)
+                        .insert("resourceVersion".into(), json!(rev.to_string()));
+                    return Ok(new);
+                }
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(StoreError::NotFound(_)) => {
+                    return Err(ApiError::not_found(res.group, res.plural, name))
+                }
+                Err(e) => return Err(store_err(e)),
+            }
+        }
+    }
+}
