@@ -9,6 +9,7 @@ pub mod printers;
 pub mod resources;
 pub mod selector;
 pub mod status;
+pub mod strategic;
 pub mod validation;
 
 pub use status::{ApiError, FieldError};
