@@ -120,15 +120,15 @@ pub(super) fn normalize_element_order(
 /// Position of `item` in `list`: by merge key for maps, by value otherwise. A missing key
 /// matches a missing key, as Go's nil equals nil.
 fn index_of(list: &[Value], item: &Value, merge_key: &str, kind: Kind) -> Option<usize> {
-    let key_of = |v: &Value| -> Option<Value> {
-        if kind == Kind::Map {
-            v.as_object().and_then(|m| m.get(merge_key)).cloned()
-        } else {
-            Some(v.clone())
-        }
-    };
-    let wanted = key_of(item);
-    list.iter().position(|v| key_of(v) == wanted)
+    if kind != Kind::Map {
+        return list.iter().position(|v| v == item);
+    }
+    let wanted = key_value(item, merge_key);
+    list.iter().position(|v| key_value(v, merge_key) == wanted)
+}
+
+fn key_value<'a>(v: &'a Value, merge_key: &str) -> Option<&'a Value> {
+    v.as_object().and_then(|m| m.get(merge_key))
 }
 
 fn normalize_slice_order(
