@@ -10,6 +10,7 @@ pub mod protobuf;
 pub mod resources;
 pub mod selector;
 pub mod status;
+pub mod strategic;
 pub mod validation;
 
 pub use status::{ApiError, FieldError};
