@@ -99,10 +99,14 @@ impl Registry {
     ) -> Result<Value, ApiError> {
         // Refuse unsupported patch types before looking the object up, so clients take
         // their fallback path (kubectl: "server-side apply not available").
-        if matches!(ptype, PatchType::Strategic | PatchType::Apply) {
-            return Err(ApiError::unsupported_media_type(
-                &patch::PATCH_MEDIA_TYPES[..2],
-            ));
+        let smp = crate::api::strategic::supports(res.group, res.kind);
+        if ptype == PatchType::Apply || (ptype == PatchType::Strategic && !smp) {
+            let accepted = if smp {
+                &patch::PATCH_MEDIA_TYPES[..3]
+            } else {
+                &patch::PATCH_MEDIA_TYPES[..2]
+            };
+            return Err(ApiError::unsupported_media_type(accepted));
         }
         loop {
             let current = self.get(res, ns, name).await?;
@@ -112,9 +116,7 @@ impl Registry {
                 PatchType::Json => patch::apply_json_patch(&mut new, body)?,
                 PatchType::Merge => patch::apply_merge_patch(&mut new, body)?,
                 PatchType::Strategic | PatchType::Apply => {
-                    return Err(ApiError::unsupported_media_type(
-                        &patch::PATCH_MEDIA_TYPES[..2],
-                    ));
+                    new = crate::api::strategic::try_apply(&old, body, res.group, res.kind)?;
                 }
             }
             // A resourceVersion in the patch is a precondition.
