@@ -355,7 +355,7 @@ fn apply_server_side(c: &Ctx) -> Check {
             || r.stdout.clone(),
         );
     }
-    check(r.stderr.contains("server-side apply"), || {
+    check(r.stderr.contains("Server-side apply not available on the server"), || {
         format!("server-side apply: {}", r.stderr)
     })
 }
