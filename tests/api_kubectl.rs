@@ -754,3 +754,105 @@ fn apply_creates_with_last_applied_annotation_and_watch_tables() {
     let row: Vec<&str> = lines.next().unwrap_or("").split_whitespace().collect();
     assert_eq!(&row[..4], ["web", "0/1", "Pending", "0"]);
 }
+
+#[test]
+fn garbage_collection_follows_the_propagation_policy() {
+    let s = Server::start();
+    let owned = |owner: &str, dep: &str| {
+        s.kubectl(&["create", "configmap", owner]).ok();
+        let uid = s
+            .kubectl(&["get", "cm", owner, "-o", "jsonpath={.metadata.uid}"])
+            .ok()
+            .to_string();
+        let f = s.manifest(
+            &format!("{dep}.yaml"),
+            &format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {dep}\n  ownerReferences:\n  - {{apiVersion: v1, kind: ConfigMap, name: {owner}, uid: {uid}, blockOwnerDeletion: true}}\n"),
+        );
+        s.kubectl(&["create", "-f", &f]).ok();
+    };
+    let gone = |name: &str| eventually(20, || s.kubectl(&["get", "cm", name]).code != 0);
+
+    owned("bg-owner", "bg-dep");
+    s.kubectl(&["delete", "cm", "bg-owner"]).ok();
+    assert!(gone("bg-dep"), "background: dependent must be collected");
+
+    owned("or-owner", "or-dep");
+    s.kubectl(&[
+        "delete",
+        "cm",
+        "or-owner",
+        "--cascade=orphan",
+        "--timeout=30s",
+    ])
+    .ok();
+    assert!(gone("or-owner"));
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let refs = s.kubectl(&[
+        "get",
+        "cm",
+        "or-dep",
+        "-o",
+        "jsonpath={.metadata.ownerReferences}",
+    ]);
+    assert_eq!(
+        refs.ok(),
+        "",
+        "orphaned dependent keeps living without the reference"
+    );
+
+    owned("fg-owner", "fg-dep");
+    let d = s.kubectl(&[
+        "delete",
+        "cm",
+        "fg-owner",
+        "--cascade=foreground",
+        "--timeout=30s",
+    ]);
+    assert!(
+        d.ok().starts_with("configmap \"fg-owner\" deleted"),
+        "{}",
+        d.stdout
+    );
+    assert!(
+        s.kubectl(&["get", "cm", "fg-dep"]).code != 0,
+        "foreground: the dependent goes first"
+    );
+}
+
+#[test]
+fn pods_on_a_node_wait_for_their_grace_period() {
+    let s = Server::start();
+    let f = s.manifest("bound.yaml", "apiVersion: v1\nkind: Pod\nmetadata: {name: bound}\nspec:\n  nodeName: some-node\n  terminationGracePeriodSeconds: 45\n  containers: [{name: c, image: busybox}]\n");
+    s.kubectl(&["create", "-f", &f]).ok();
+    s.kubectl(&["delete", "pod", "bound", "--wait=false"]).ok();
+    let jp = s.kubectl(&[
+        "get",
+        "pod",
+        "bound",
+        "-o",
+        "jsonpath={.metadata.deletionGracePeriodSeconds}",
+    ]);
+    assert_eq!(jp.ok(), "45", "the agent gets the pod's grace period");
+    let table = s.kubectl(&["get", "pod", "bound"]);
+    assert!(table.ok().contains("Terminating"), "{}", table.stdout);
+    // A shorter grace period may replace it; --force --grace-period=0 removes at once.
+    s.kubectl(&["delete", "pod", "bound", "--grace-period=5", "--wait=false"])
+        .ok();
+    assert_eq!(
+        s.kubectl(&[
+            "get",
+            "pod",
+            "bound",
+            "-o",
+            "jsonpath={.metadata.deletionGracePeriodSeconds}"
+        ])
+        .ok(),
+        "5"
+    );
+    let r = s.kubectl(&["delete", "pod", "bound", "--force", "--grace-period=0"]);
+    assert!(r.ok().contains("force deleted"), "{}", r.stdout);
+    assert!(s
+        .kubectl(&["get", "pod", "bound"])
+        .err()
+        .contains("NotFound"));
+}

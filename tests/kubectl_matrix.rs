@@ -355,9 +355,11 @@ fn apply_server_side(c: &Ctx) -> Check {
             || r.stdout.clone(),
         );
     }
-    check(r.stderr.contains("Server-side apply not available on the server"), || {
-        format!("server-side apply: {}", r.stderr)
-    })
+    check(
+        r.stderr
+            .contains("Server-side apply not available on the server"),
+        || format!("server-side apply: {}", r.stderr),
+    )
 }
 
 fn describe(c: &Ctx) -> Check {

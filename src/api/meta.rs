@@ -149,6 +149,14 @@ pub fn now_rfc3339() -> String {
     format!("{}", now.strftime("%Y-%m-%dT%H:%M:%SZ"))
 }
 
+/// The time `secs` seconds from now, RFC 3339 with second precision.
+pub fn rfc3339_in(secs: i64) -> String {
+    let t = jiff::Timestamp::now()
+        .checked_add(jiff::SignedDuration::from_secs(secs))
+        .unwrap_or_else(|_| jiff::Timestamp::now());
+    format!("{}", t.strftime("%Y-%m-%dT%H:%M:%SZ"))
+}
+
 /// The current time with microseconds, like `metav1.MicroTime`.
 pub fn now_rfc3339_micro() -> String {
     let now = jiff::Timestamp::now();

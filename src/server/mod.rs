@@ -117,10 +117,13 @@ pub async fn run_until(
         shutdown: shutdown.clone(),
         ready: Default::default(),
     });
-    let controllers = tokio::spawn(controllers::namespace::run(
-        registry.clone(),
-        shutdown.clone(),
-    ));
+    let controllers = [
+        tokio::spawn(controllers::namespace::run(
+            registry.clone(),
+            shutdown.clone(),
+        )),
+        tokio::spawn(controllers::gc::run(registry.clone(), shutdown.clone())),
+    ];
     let server = tokio::spawn(http::serve(listener, tls, state.clone(), shutdown.clone()));
     state.ready.store(true, Ordering::Relaxed);
     tracing::info!(url = %server_url, kubeconfig = %cfg.write_kubeconfig.display(), "k3rs server is up and running");
@@ -129,7 +132,9 @@ pub async fn run_until(
     }
 
     let _ = server.await;
-    controllers.abort();
+    for c in controllers {
+        c.abort();
+    }
     store_dyn
         .close()
         .await

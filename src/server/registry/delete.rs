@@ -1,9 +1,50 @@
-//! Delete and delete-collection: preconditions, finalizers, propagation policy, pod grace periods.
+//! Delete and delete-collection: preconditions, finalizers, the propagation policy
+//! (recorded as upstream's `foregroundDeletion`/`orphan` finalizers for the garbage
+//! collector), and pod grace periods (a pod on a node waits for its agent; a pod with no
+//! node, a finished pod, or grace 0 goes at once).
 
 use super::*;
 
+/// Finalizer upstream's garbage collector uses for foreground deletion.
+pub const FOREGROUND: &str = "foregroundDeletion";
+/// Finalizer upstream's garbage collector uses for orphaning dependents.
+pub const ORPHAN: &str = "orphan";
+
+/// The grace period a pod deletion waits for, or None to delete at once.
+fn pod_grace(res: &Resource, pod: &Value, opts: &DeleteOptions) -> Option<i64> {
+    if res.plural != "pods" || !res.group.is_empty() {
+        return None;
+    }
+    let unscheduled = pod["spec"]["nodeName"].as_str().unwrap_or("").is_empty();
+    let finished = matches!(
+        pod["status"]["phase"].as_str(),
+        Some("Succeeded" | "Failed")
+    );
+    if unscheduled || finished {
+        return None;
+    }
+    let grace = opts
+        .grace_period
+        .or_else(|| pod["spec"]["terminationGracePeriodSeconds"].as_i64())
+        .unwrap_or(30);
+    // Upstream turns a negative period into 1 s (0 means "force").
+    let grace = if grace < 0 { 1 } else { grace };
+    (grace > 0).then_some(grace)
+}
+
+fn precondition_failed(res: &Resource, name: &str, what: &str, want: &str, have: &str) -> ApiError {
+    ApiError::conflict_msg(
+        res.group,
+        res.plural,
+        name,
+        &format!(
+            "Precondition failed: {what} in precondition: {want}, {what} in object meta: {have}"
+        ),
+    )
+}
+
 impl Registry {
-    /// Deletes an object, or marks it deleting when finalizers hold it.
+    /// Deletes an object, or marks it deleting when finalizers or a pod grace period hold it.
     pub async fn delete(
         &self,
         res: &Resource,
@@ -16,27 +57,32 @@ impl Registry {
             let mut obj = current.value()?;
             if let Some(uid) = &opts.uid {
                 if uid != meta::uid(&obj) {
-                    return Err(ApiError::conflict_msg(
-                        res.group,
-                        res.plural,
-                        name,
-                        &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {}", meta::uid(&obj)),
-                    ));
+                    return Err(precondition_failed(res, name, "UID", uid, meta::uid(&obj)));
                 }
             }
             if let Some(rv) = &opts.resource_version {
                 if *rv != current.revision.to_string() {
-                    return Err(ApiError::conflict_msg(
-                        res.group,
-                        res.plural,
+                    return Err(precondition_failed(
+                        res,
                         name,
-                        &format!("Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}", current.revision),
+                        "ResourceVersion",
+                        rv,
+                        &current.revision.to_string(),
                     ));
                 }
             }
-            let is_ns = res.plural == "namespaces";
-            let held = !meta::finalizers(&obj).is_empty() || (is_ns && has_spec_finalizers(&obj));
-            if !held {
+            let is_ns = res.plural == "namespaces" && res.group.is_empty();
+            let mut finalizers = meta::finalizers(&obj);
+            let policy_finalizer = match opts.propagation.as_deref() {
+                Some("Foreground") => Some(FOREGROUND),
+                Some("Orphan") => Some(ORPHAN),
+                _ => None,
+            };
+            let grace = pod_grace(res, &obj, opts);
+            // An object with nothing to wait for goes now.
+            let waits =
+                !finalizers.is_empty() || (is_ns && has_spec_finalizers(&obj)) || grace.is_some();
+            if !waits && (policy_finalizer.is_none() || !self.has_dependents(&obj).await?) {
                 if opts.dry_run {
                     return Ok(Deleted {
                         object: obj,
@@ -66,18 +112,29 @@ impl Registry {
                     Err(e) => return Err(store_err(e)),
                 }
             }
-            if meta::is_deleting(&obj) {
+            let already = meta::is_deleting(&obj);
+            let old_grace = obj["metadata"]["deletionGracePeriodSeconds"].as_i64();
+            // A second delete may only shorten a pod's grace period.
+            let shorten = matches!((grace, old_grace), (Some(g), Some(o)) if g < o);
+            let add_finalizer = policy_finalizer.filter(|f| !finalizers.iter().any(|x| x == f));
+            if already && !shorten && add_finalizer.is_none() {
                 return Ok(Deleted {
                     object: obj,
                     removed: false,
                 });
             }
+            if let Some(f) = add_finalizer {
+                finalizers.push(f.to_string());
+            }
             let m = meta::metadata_mut(&mut obj);
-            m.insert("deletionTimestamp".into(), json!(meta::now_rfc3339()));
-            m.insert(
-                "deletionGracePeriodSeconds".into(),
-                json!(opts.grace_period.unwrap_or(0).max(0)),
-            );
+            if !already || shorten {
+                let g = grace.unwrap_or(0);
+                m.insert("deletionTimestamp".into(), json!(meta::rfc3339_in(g)));
+                m.insert("deletionGracePeriodSeconds".into(), json!(g));
+            }
+            if !finalizers.is_empty() {
+                m.insert("finalizers".into(), json!(finalizers));
+            }
             if is_ns {
                 if let Some(s) = obj.as_object_mut() {
                     s.insert("status".into(), json!({"phase": "Terminating"}));
@@ -113,6 +170,55 @@ impl Registry {
                 Err(e) => return Err(store_err(e)),
             }
         }
+    }
+
+    /// Whether any object names `owner` (by uid) in its ownerReferences. Only the owner's
+    /// namespace (and cluster-scoped kinds) can hold dependents.
+    pub async fn has_dependents(&self, owner: &Value) -> Result<bool, ApiError> {
+        Ok(!self.dependents(owner, true).await?.is_empty())
+    }
+
+    /// Objects whose ownerReferences name `owner` by uid: (resource, namespace, object).
+    pub async fn dependents(
+        &self,
+        owner: &Value,
+        first_only: bool,
+    ) -> Result<Vec<(&'static Resource, Value)>, ApiError> {
+        let uid = meta::uid(owner);
+        let ns = meta::namespace(owner);
+        let mut out = Vec::new();
+        if uid.is_empty() {
+            return Ok(out);
+        }
+        let needle = format!("\"uid\":\"{uid}\"");
+        for r in resources::RESOURCES
+            .iter()
+            .filter(|r| !r.ephemeral && (r.namespaced || ns.is_empty()))
+        {
+            let scope = if r.namespaced { ns } else { "" };
+            let page = self.list(r, scope, &ListOptions::default()).await?;
+            for item in page.items {
+                // Cheap byte check before decoding: most objects do not mention the uid.
+                if !item
+                    .bytes
+                    .windows(needle.len())
+                    .any(|w| w == needle.as_bytes())
+                {
+                    continue;
+                }
+                let v = item.value()?;
+                let owned = v["metadata"]["ownerReferences"]
+                    .as_array()
+                    .is_some_and(|refs| refs.iter().any(|o| o["uid"] == uid));
+                if owned {
+                    out.push((r, v));
+                    if first_only {
+                        return Ok(out);
+                    }
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Deletes every object in `ns` matching the selectors; returns what it deleted.
