@@ -765,12 +765,24 @@ pub fn find_kind(group: &str, kind: &str) -> Option<&'static Resource> {
         .find(|r| r.group == group && r.kind == kind)
 }
 
-/// The served groups in discovery order, each with its one version.
+/// Every served (group, version) pair, in table order (core first).
 pub fn groups() -> Vec<(&'static str, &'static str)> {
     let mut out: Vec<(&str, &str)> = Vec::new();
     for r in RESOURCES {
-        if !out.iter().any(|(g, _)| *g == r.group) {
+        if !out.iter().any(|(g, v)| *g == r.group && *v == r.version) {
             out.push((r.group, r.version));
+        }
+    }
+    out
+}
+
+/// The served groups in discovery order, each with its versions (preferred first).
+pub fn group_versions() -> Vec<(&'static str, Vec<&'static str>)> {
+    let mut out: Vec<(&str, Vec<&str>)> = Vec::new();
+    for (g, v) in groups() {
+        match out.iter_mut().find(|(name, _)| *name == g) {
+            Some((_, versions)) => versions.push(v),
+            None => out.push((g, vec![v])),
         }
     }
     out

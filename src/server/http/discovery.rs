@@ -58,21 +58,39 @@ fn aggregated_resource(r: &Resource) -> Value {
 }
 
 fn aggregated(core: bool) -> Value {
-    let items: Vec<Value> = resources::groups()
+    let items: Vec<Value> = resources::group_versions()
         .into_iter()
         .filter(|(g, _)| g.is_empty() == core)
-        .map(|(g, ver)| {
-            let res: Vec<Value> = resources::RESOURCES.iter().filter(|r| r.group == g).map(aggregated_resource).collect();
-            let meta = if g.is_empty() { json!({}) } else { json!({"name": g}) };
-            json!({"metadata": meta, "versions": [{"version": ver, "resources": res, "freshness": "Current"}]})
+        .map(|(g, versions)| {
+            let versions: Vec<Value> = versions
+                .iter()
+                .map(|ver| {
+                    let res: Vec<Value> = resources::RESOURCES
+                        .iter()
+                        .filter(|r| r.group == g && r.version == *ver)
+                        .map(aggregated_resource)
+                        .collect();
+                    json!({"version": ver, "resources": res, "freshness": "Current"})
+                })
+                .collect();
+            let meta = if g.is_empty() {
+                json!({})
+            } else {
+                json!({"name": g})
+            };
+            json!({"metadata": meta, "versions": versions})
         })
         .collect();
     json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items})
 }
 
-fn group_doc(g: &str, ver: &str) -> Value {
-    let gv = json!({"groupVersion": format!("{g}/{ver}"), "version": ver});
-    json!({"name": g, "versions": [gv.clone()], "preferredVersion": gv})
+fn group_doc(g: &str, versions: &[&str]) -> Value {
+    let gvs: Vec<Value> = versions
+        .iter()
+        .map(|ver| json!({"groupVersion": format!("{g}/{ver}"), "version": ver}))
+        .collect();
+    let preferred = gvs.first().cloned().unwrap_or(Value::Null);
+    json!({"name": g, "versions": gvs, "preferredVersion": preferred})
 }
 
 fn resource_list(g: &str, ver: &str) -> Value {
@@ -121,10 +139,10 @@ struct Docs {
 fn docs() -> &'static Docs {
     static DOCS: OnceLock<Docs> = OnceLock::new();
     DOCS.get_or_init(|| {
-        let groups: Vec<Value> = resources::groups()
+        let groups: Vec<Value> = resources::group_versions()
             .into_iter()
             .filter(|(g, _)| !g.is_empty())
-            .map(|(g, v)| group_doc(g, v))
+            .map(|(g, v)| group_doc(g, &v))
             .collect();
         Docs {
             aggregated_core: serde_json::to_vec(&aggregated(true)).unwrap_or_default(),
@@ -157,11 +175,11 @@ pub fn apis_root(aggregated: bool) -> (Vec<u8>, bool) {
 
 /// `/apis/<group>`, if served.
 pub fn group(g: &str) -> Option<Value> {
-    resources::groups()
+    resources::group_versions()
         .into_iter()
         .find(|(name, _)| *name == g && !g.is_empty())
         .map(|(g, v)| {
-            let mut d = group_doc(g, v);
+            let mut d = group_doc(g, &v);
             d["kind"] = json!("APIGroup");
             d["apiVersion"] = json!("v1");
             d

@@ -7,6 +7,7 @@ pub mod body;
 pub mod discovery;
 pub mod handlers;
 pub mod openapi;
+pub mod openapi_v2;
 pub mod request;
 pub mod reviews;
 pub mod table;
@@ -185,13 +186,23 @@ async fn route(
             )
             .await
         }
-        Route::Other => other_endpoint(&parts.method, path, &query),
+        Route::Other => other_endpoint(&parts.method, path, &query, &accept),
     }
 }
 
-fn other_endpoint(method: &Method, path: &str, query: &Query) -> Resp {
+fn other_endpoint(method: &Method, path: &str, query: &Query, accept: &str) -> Resp {
     if method != Method::GET {
         return error_response(&ApiError::no_route());
+    }
+    if path == "/openapi/v2" {
+        if accept.contains("protobuf") {
+            return bytes_response(
+                StatusCode::OK,
+                openapi_v2::PROTOBUF,
+                openapi_v2::document().to_vec(),
+            );
+        }
+        return json_response(StatusCode::OK, &openapi_v2::swagger(Default::default()));
     }
     if path == "/openapi/v3" || path == "/openapi/v3/" {
         return json_bytes(StatusCode::OK, openapi::index());
