@@ -7,6 +7,7 @@ pub mod meta;
 pub mod patch;
 pub mod printers;
 pub mod resources;
+pub mod schema;
 pub mod selector;
 pub mod status;
 pub mod validation;
