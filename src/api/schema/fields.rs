@@ -4,58 +4,183 @@
 use super::kinds::REF_PREFIX;
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 
-/// Keywords the walk needs; everything else (descriptions above all) is dropped from the
-/// validation copy of the schemas to keep it small.
-const KEEP: &[&str] = &[
-    "$ref",
-    "allOf",
-    "oneOf",
-    "anyOf",
-    "type",
-    "properties",
-    "items",
-    "additionalProperties",
-    "x-kubernetes-preserve-unknown-fields",
-];
+/// A schema reduced to what the unknown-field walk needs, in a table of nodes that refer
+/// to each other by index (so recursive types like JSONSchemaProps are cycles, not trees).
+/// Descriptions are gone: this stays around for every write and is a fraction of the size
+/// of the JSON schemas it comes from.
+pub(super) struct Shapes {
+    nodes: Vec<Node>,
+    by_name: HashMap<String, u32>,
+}
 
-/// A schema reduced to what the walk reads.
-pub(super) fn strip(schema: &Value) -> Value {
-    let Value::Object(obj) = schema else {
-        return schema.clone();
-    };
-    let mut out = Map::new();
-    for (k, v) in obj {
-        if !KEEP.contains(&k.as_str()) {
-            continue;
-        }
-        let v = match (k.as_str(), v) {
-            ("properties", Value::Object(props)) => Value::Object(
-                props
-                    .iter()
-                    .map(|(name, s)| (name.clone(), strip(s)))
-                    .collect(),
-            ),
-            ("allOf" | "oneOf" | "anyOf", Value::Array(alts)) => {
-                Value::Array(alts.iter().map(strip).collect())
-            }
-            ("items" | "additionalProperties", s) => strip(s),
-            _ => v.clone(),
+enum Node {
+    /// Scalars, free-form objects (RawExtension, FieldsV1, JSON) and
+    /// `x-kubernetes-preserve-unknown-fields`: nothing below is unknown.
+    Any,
+    /// A struct: its fields sorted by name.
+    Object(Box<[(Box<str>, u32)]>),
+    /// A map: the schema of every value.
+    Map(u32),
+    /// A list: the schema of every item.
+    Array(u32),
+    /// Depends on the value's JSON type: the node for an object and the one for an array
+    /// (`oneOf` schemas like JSONSchemaPropsOrArray, and references to named schemas).
+    ByType(Option<u32>, Option<u32>),
+}
+
+impl Shapes {
+    /// Compiles the component schemas `defs` (keyed by name, `$ref`s into them).
+    pub(super) fn compile(defs: &Map<String, Value>) -> Shapes {
+        let mut shapes = Shapes {
+            nodes: Vec::with_capacity(defs.len() * 4),
+            by_name: HashMap::with_capacity(defs.len()),
         };
-        out.insert(k.clone(), v);
+        // Named schemas first, so a reference can point at one not compiled yet.
+        for name in defs.keys() {
+            shapes
+                .by_name
+                .insert(name.clone(), shapes.nodes.len() as u32);
+            shapes.nodes.push(Node::Any);
+        }
+        for (name, schema) in defs {
+            let node = shapes.node(defs, schema);
+            let i = shapes.by_name[name] as usize;
+            shapes.nodes[i] = node;
+        }
+        shapes.nodes.shrink_to_fit();
+        shapes
     }
-    Value::Object(out)
+
+    fn add(&mut self, defs: &Map<String, Value>, schema: &Value) -> u32 {
+        if let Some(i) = reference(schema).and_then(|n| self.by_name.get(n)) {
+            return *i;
+        }
+        let node = self.node(defs, schema);
+        self.nodes.push(node);
+        (self.nodes.len() - 1) as u32
+    }
+
+    fn node(&mut self, defs: &Map<String, Value>, schema: &Value) -> Node {
+        if let Some(name) = reference(schema) {
+            // Only a named schema's body is a bare reference to another one.
+            return match defs.get(name) {
+                Some(target) => self.node(defs, target),
+                None => Node::Any,
+            };
+        }
+        if let Some(first) = schema.get("allOf").and_then(|a| a.get(0)) {
+            return match reference(first).and_then(|n| self.by_name.get(n)) {
+                Some(&i) => self.alias(i),
+                None => self.node(defs, first),
+            };
+        }
+        if schema.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true)) {
+            return Node::Any;
+        }
+        if let Some(alts) = schema
+            .get("oneOf")
+            .or_else(|| schema.get("anyOf"))
+            .and_then(Value::as_array)
+        {
+            let of = |want: &str| {
+                alts.iter().find(|a| {
+                    let a = resolve(defs, a);
+                    a.get("type").and_then(Value::as_str) == Some(want)
+                        || (want == "object" && a.get("properties").is_some())
+                })
+            };
+            let (object, array) = (of("object"), of("array"));
+            return Node::ByType(
+                object.map(|a| self.add(defs, a)),
+                array.map(|a| self.add(defs, a)),
+            );
+        }
+        if let Some(props) = schema.get("properties").and_then(Value::as_object) {
+            let mut fields: Vec<(Box<str>, u32)> = props
+                .iter()
+                .map(|(name, s)| (name.as_str().into(), self.add(defs, s)))
+                .collect();
+            fields.sort_by(|a, b| a.0.cmp(&b.0));
+            return Node::Object(fields.into_boxed_slice());
+        }
+        if let Some(values) = schema.get("additionalProperties").filter(|s| s.is_object()) {
+            return Node::Map(self.add(defs, values));
+        }
+        if let Some(items) = schema.get("items") {
+            return Node::Array(self.add(defs, items));
+        }
+        Node::Any
+    }
+
+    /// A node that behaves like named node `i` (which may not be compiled yet).
+    fn alias(&mut self, i: u32) -> Node {
+        Node::ByType(Some(i), Some(i))
+    }
+
+    /// Appends to `out` the paths of fields in `value` that the schema named `name` does
+    /// not declare. `false` when there is no such schema.
+    pub(super) fn unknown(&self, name: &str, value: &Value, out: &mut Vec<String>) -> bool {
+        let Some(&root) = self.by_name.get(name) else {
+            return false;
+        };
+        self.walk(root, value, &mut String::new(), out);
+        true
+    }
+
+    fn walk(&self, node: u32, value: &Value, path: &mut String, out: &mut Vec<String>) {
+        match (&self.nodes[node as usize], value) {
+            (Node::ByType(object, _), Value::Object(_))
+            | (Node::ByType(_, object), Value::Array(_)) => {
+                if let Some(n) = object {
+                    self.walk(*n, value, path, out);
+                }
+            }
+            (Node::Object(fields), Value::Object(obj)) => {
+                for (k, v) in obj {
+                    let len = path.len();
+                    push_key(path, k);
+                    match fields.binary_search_by(|(name, _)| name.as_ref().cmp(k.as_str())) {
+                        Ok(i) => self.walk(fields[i].1, v, path, out),
+                        Err(_) => out.push(path.clone()),
+                    }
+                    path.truncate(len);
+                }
+            }
+            (Node::Map(values), Value::Object(obj)) => {
+                for (k, v) in obj {
+                    let len = path.len();
+                    push_key(path, k);
+                    self.walk(*values, v, path, out);
+                    path.truncate(len);
+                }
+            }
+            (Node::Array(items), Value::Array(list)) => {
+                for (i, v) in list.iter().enumerate() {
+                    let len = path.len();
+                    path.push_str(&format!("[{i}]"));
+                    self.walk(*items, v, path, out);
+                    path.truncate(len);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The component a `{"$ref": ...}` schema names.
+fn reference(schema: &Value) -> Option<&str> {
+    schema.get("$ref")?.as_str()?.strip_prefix(REF_PREFIX)
 }
 
 /// Follows `$ref` and single-alternative `allOf` wrappers to the schema itself.
 fn resolve<'a>(defs: &'a Map<String, Value>, mut schema: &'a Value) -> &'a Value {
-    // References in generated schemas never loop without passing through a property, so a
-    // small bound only guards against a malformed table.
+    // Generated schemas never chain references in a loop; the bound guards a bad table.
     for _ in 0..16 {
-        if let Some(r) = schema.get("$ref").and_then(Value::as_str) {
-            match r.strip_prefix(REF_PREFIX).and_then(|n| defs.get(n)) {
+        if let Some(name) = reference(schema) {
+            match defs.get(name) {
                 Some(s) => schema = s,
                 None => return &Value::Null,
             }
@@ -66,78 +191,6 @@ fn resolve<'a>(defs: &'a Map<String, Value>, mut schema: &'a Value) -> &'a Value
         }
     }
     schema
-}
-
-/// For `oneOf`/`anyOf` schemas (JSONSchemaPropsOrArray, ...), the alternative that fits the
-/// value's JSON type.
-fn pick<'a>(defs: &'a Map<String, Value>, schema: &'a Value, value: &Value) -> &'a Value {
-    let Some(alts) = schema
-        .get("oneOf")
-        .or_else(|| schema.get("anyOf"))
-        .and_then(Value::as_array)
-    else {
-        return schema;
-    };
-    let want = match value {
-        Value::Object(_) => "object",
-        Value::Array(_) => "array",
-        _ => return schema,
-    };
-    alts.iter()
-        .map(|a| resolve(defs, a))
-        .find(|a| {
-            a.get("type").and_then(Value::as_str) == Some(want)
-                || (want == "object" && a.get("properties").is_some())
-        })
-        .unwrap_or(schema)
-}
-
-/// Appends the paths of fields of `value` that `schema` does not declare.
-pub(super) fn walk(
-    defs: &Map<String, Value>,
-    schema: &Value,
-    value: &Value,
-    path: &mut String,
-    out: &mut Vec<String>,
-) {
-    let schema = pick(defs, resolve(defs, schema), value);
-    if schema.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true)) {
-        return;
-    }
-    match value {
-        Value::Object(obj) => {
-            if let Some(props) = schema.get("properties").and_then(Value::as_object) {
-                for (k, v) in obj {
-                    let len = path.len();
-                    push_key(path, k);
-                    match props.get(k) {
-                        Some(sub) => walk(defs, sub, v, path, out),
-                        None => out.push(path.clone()),
-                    }
-                    path.truncate(len);
-                }
-            } else if let Some(sub) = schema.get("additionalProperties").filter(|s| s.is_object()) {
-                for (k, v) in obj {
-                    let len = path.len();
-                    push_key(path, k);
-                    walk(defs, sub, v, path, out);
-                    path.truncate(len);
-                }
-            }
-            // An object schema with neither is free-form (RawExtension, FieldsV1, JSON).
-        }
-        Value::Array(items) => {
-            if let Some(sub) = schema.get("items") {
-                for (i, v) in items.iter().enumerate() {
-                    let len = path.len();
-                    path.push_str(&format!("[{i}]"));
-                    walk(defs, sub, v, path, out);
-                    path.truncate(len);
-                }
-            }
-        }
-        _ => {}
-    }
 }
 
 fn push_key(path: &mut String, key: &str) {

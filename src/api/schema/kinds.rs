@@ -49,7 +49,7 @@ use k8s_openapi::api::{
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiextensions;
 
 /// Every kind with a schema: the served kinds of `resources::RESOURCES` plus the kinds
-/// their subresources return (`autoscaling/v1` Scale).
+/// their subresources take or return (Scale, Binding, Eviction).
 pub(super) static KINDS: &[KindType] = &[
     entry::<core::Pod>(),
     entry::<core::Namespace>(),
@@ -65,6 +65,7 @@ pub(super) static KINDS: &[KindType] = &[
     entry::<core::PersistentVolumeClaim>(),
     entry::<core::LimitRange>(),
     entry::<core::ResourceQuota>(),
+    entry::<core::Binding>(),
     entry::<apps::Deployment>(),
     entry::<apps::ReplicaSet>(),
     entry::<apps::StatefulSet>(),
@@ -80,6 +81,7 @@ pub(super) static KINDS: &[KindType] = &[
     entry::<networking::Ingress>(),
     entry::<networking::NetworkPolicy>(),
     entry::<policy::PodDisruptionBudget>(),
+    entry::<policy::Eviction>(),
     entry::<rbac::ClusterRoleBinding>(),
     entry::<rbac::ClusterRole>(),
     entry::<rbac::RoleBinding>(),
@@ -352,6 +354,14 @@ pub(super) fn definitions(
     for k in kinds {
         if let Some(Value::Object(schema)) = defs.get_mut((k.name)().as_ref()) {
             schema.insert(GVK.into(), json!([gvk(k.group, k.version, k.kind)]));
+            // k8s-openapi's `metadata` is not an `Option`, so it lists it as required;
+            // upstream does not (and `kubectl explain` would print `-required-`).
+            if let Some(Value::Array(required)) = schema.get_mut("required") {
+                required.retain(|r| r != "metadata");
+                if required.is_empty() {
+                    schema.remove("required");
+                }
+            }
         }
     }
     for k in lists {

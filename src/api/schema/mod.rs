@@ -11,7 +11,7 @@ mod kinds;
 mod tests;
 
 use crate::api::resources;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::sync::OnceLock;
 
 struct GvDoc {
@@ -50,18 +50,14 @@ pub fn group_version_document(group: &str, version: &str) -> Option<&'static [u8
 }
 
 /// Schemas of every kind reduced to what the unknown-field walk reads.
-fn validation_schemas() -> &'static Map<String, Value> {
-    static SCHEMAS: OnceLock<Map<String, Value>> = OnceLock::new();
-    SCHEMAS.get_or_init(|| {
+fn shapes() -> &'static fields::Shapes {
+    static SHAPES: OnceLock<fields::Shapes> = OnceLock::new();
+    SHAPES.get_or_init(|| {
         let mut generator = kinds::generator();
         for k in kinds::KINDS {
             k.add_to(&mut generator);
         }
-        generator
-            .take_definitions(true)
-            .iter()
-            .map(|(name, s)| (name.clone(), fields::strip(s)))
-            .collect()
+        fields::Shapes::compile(&generator.take_definitions(true))
     })
 }
 
@@ -74,12 +70,8 @@ pub fn unknown_fields(group: &str, version: &str, kind: &str, obj: &Value) -> Ve
     let Some(k) = kinds::find(group, version, kind) else {
         return Vec::new();
     };
-    let schemas = validation_schemas();
-    let Some(schema) = schemas.get((k.name)().as_ref()) else {
-        return Vec::new();
-    };
     let mut out = Vec::new();
-    fields::walk(schemas, schema, obj, &mut String::new(), &mut out);
+    shapes().unknown(&(k.name)(), obj, &mut out);
     out
 }
 
