@@ -8,6 +8,7 @@ pub mod patch;
 pub mod printers;
 pub mod protobuf;
 pub mod resources;
+pub mod schema;
 pub mod selector;
 pub mod status;
 pub mod strategic;
