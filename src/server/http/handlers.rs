@@ -11,7 +11,9 @@ use crate::api::patch::{PatchType, PATCH_MEDIA_TYPES};
 use crate::api::resources::{self, Resource};
 use crate::api::selector::{FieldSelector, LabelSelector};
 use crate::api::status::{self, ApiError};
-use crate::server::registry::{DeleteOptions, ListOptions, StoredObject, Target, WriteOptions};
+use crate::server::registry::{
+    check_fields, DeleteOptions, FieldValidation, ListOptions, StoredObject, Target, WriteOptions,
+};
 use http::{header, HeaderMap, Method, StatusCode};
 use hyper::body::Incoming;
 use serde_json::{json, Value};
@@ -76,10 +78,24 @@ pub async fn handle(
     query: Query,
     body: Incoming,
 ) -> Resp {
-    match handle_inner(&state, &who, &method, &headers, &info, &query, body).await {
-        Ok(r) => r,
-        Err(e) => error_response(&e),
+    let write = match write_options(&query) {
+        Ok(w) => w,
+        Err(e) => return error_response(&e),
+    };
+    let mut resp =
+        match handle_inner(&state, &who, &method, &headers, &info, &query, body, &write).await {
+            Ok(r) => r,
+            Err(e) => error_response(&e),
+        };
+    if let Ok(warnings) = write.warnings.lock() {
+        for w in warnings.iter() {
+            // Upstream's format: 299 - "<text>" (Go %q quoting).
+            if let Ok(v) = http::HeaderValue::from_str(&format!("299 - {w:?}")) {
+                resp.headers_mut().append(http::header::WARNING, v);
+            }
+        }
     }
+    resp
 }
 
 fn header_str<'a>(h: &'a HeaderMap, name: header::HeaderName) -> &'a str {
@@ -94,6 +110,7 @@ async fn handle_inner(
     info: &RequestInfo,
     query: &Query,
     body: Incoming,
+    write: &WriteOptions,
 ) -> Result<Resp, ApiError> {
     let res = resources::find(&info.group, &info.version, &info.resource)
         .ok_or_else(ApiError::no_route)?;
@@ -108,7 +125,6 @@ async fn handle_inner(
     }
     let enc = negotiate(header_str(headers, header::ACCEPT))?;
     let ns = info.namespace.as_str();
-    let write = write_options(query)?;
     let content_type = header_str(headers, header::CONTENT_TYPE).to_string();
     let declared_len = headers
         .get(header::CONTENT_LENGTH)
@@ -241,18 +257,24 @@ async fn handle_inner(
             watch::serve(state.clone(), res, ns.to_string(), opts, query, enc).await
         }
         "create" => {
-            let obj =
-                body::decode_object(&body::read_body(body, declared_len).await?, &content_type)?;
+            let raw = body::read_body(body, declared_len).await?;
+            let obj = body::decode_object(&raw, &content_type)?;
             if res.ephemeral {
                 let answered = super::reviews::answer(res, who, obj)?;
                 return Ok(encode_value(StatusCode::CREATED, &answered, enc));
             }
+            let raw_json = (!content_type.contains("yaml") && !content_type.contains("protobuf"))
+                .then_some(&raw[..]);
+            check_fields(res, &obj, raw_json, None, &write)?;
             let created = reg.create(res, ns, obj, &write).await?;
             Ok(encode_value(StatusCode::CREATED, &created, enc))
         }
         "update" => {
-            let obj =
-                body::decode_object(&body::read_body(body, declared_len).await?, &content_type)?;
+            let raw = body::read_body(body, declared_len).await?;
+            let obj = body::decode_object(&raw, &content_type)?;
+            let raw_json = (!content_type.contains("yaml") && !content_type.contains("protobuf"))
+                .then_some(&raw[..]);
+            check_fields(res, &obj, raw_json, None, &write)?;
             let updated = reg
                 .update(res, ns, &info.name, obj, Target::Main, &write)
                 .await?;
@@ -303,14 +325,21 @@ fn write_options(q: &Query) -> Result<WriteOptions, ApiError> {
             }
         }
     }
-    if let Some(fv) = q.get("fieldValidation") {
-        if !matches!(fv, "" | "Ignore" | "Warn" | "Strict") {
+    let field_validation = match q.get("fieldValidation").unwrap_or("") {
+        "" | "Warn" => FieldValidation::Warn,
+        "Ignore" => FieldValidation::Ignore,
+        "Strict" => FieldValidation::Strict,
+        fv => {
             return Err(ApiError::bad_request(format!(
                 "fieldValidation must be one of \"Ignore\", \"Warn\", or \"Strict\", got {fv:?}"
-            )));
+            )))
         }
-    }
-    Ok(WriteOptions { dry_run })
+    };
+    Ok(WriteOptions {
+        dry_run,
+        field_validation,
+        ..Default::default()
+    })
 }
 
 /// Parses list and watch parameters.

@@ -34,6 +34,71 @@ pub enum Target {
 pub struct WriteOptions {
     /// `dryRun=All`: run everything but the write.
     pub dry_run: bool,
+    /// `fieldValidation`: what to do about unknown or duplicate fields.
+    pub field_validation: FieldValidation,
+    /// Warnings for the response (`Warning: 299 - "..."` headers).
+    pub warnings: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+/// The `fieldValidation` query parameter.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FieldValidation {
+    /// Drop unknown fields silently.
+    Ignore,
+    /// Drop them and warn (the default).
+    #[default]
+    Warn,
+    /// Refuse the request.
+    Strict,
+}
+
+/// Checks an object for fields its kind does not have (and, given the raw JSON body,
+/// duplicated fields). `baseline`: problems the old object already had are not reported
+/// again (patches). Strict fails with upstream's 400; Warn records warnings.
+pub fn check_fields(
+    res: &Resource,
+    obj: &Value,
+    raw: Option<&[u8]>,
+    baseline: Option<&Value>,
+    opts: &WriteOptions,
+) -> Result<(), ApiError> {
+    if opts.field_validation == FieldValidation::Ignore {
+        return Ok(());
+    }
+    let known_bad: Vec<String> = baseline
+        .map(|old| crate::api::schema::unknown_fields(res.group, res.version, res.kind, old))
+        .unwrap_or_default();
+    let mut problems: Vec<String> =
+        crate::api::schema::unknown_fields(res.group, res.version, res.kind, obj)
+            .into_iter()
+            .filter(|p| !known_bad.contains(p))
+            .map(|p| format!("unknown field {p:?}"))
+            .collect();
+    if let Some(raw) = raw {
+        problems.extend(
+            crate::api::schema::duplicate_fields(raw)
+                .into_iter()
+                .map(|p| format!("duplicate field {p:?}")),
+        );
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    match opts.field_validation {
+        FieldValidation::Strict => Err(ApiError::bad_request(format!(
+            "{} in version {:?} cannot be handled as a {}: strict decoding error: {}",
+            res.kind,
+            res.version,
+            res.kind,
+            problems.join(", ")
+        ))),
+        _ => {
+            if let Ok(mut w) = opts.warnings.lock() {
+                w.extend(problems);
+            }
+            Ok(())
+        }
+    }
 }
 
 /// Options of delete (from the query and the `DeleteOptions` body).

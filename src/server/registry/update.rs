@@ -119,6 +119,7 @@ impl Registry {
                     new = crate::api::strategic::try_apply(&old, body, res.group, res.kind)?;
                 }
             }
+            check_fields(res, &new, None, Some(&old), opts)?;
             // A resourceVersion in the patch is a precondition.
             let patched_rv = meta::meta_str(&new, "resourceVersion").to_string();
             let precondition = patched_rv != current.revision.to_string();
