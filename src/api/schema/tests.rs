@@ -210,6 +210,11 @@ fn documents_are_openapi_3_0_and_cover_every_resource() {
             .iter()
             .filter(|r| r.group == group && r.version == version)
         {
+            // Only the review kinds kept for old kubectls (authentication v1beta1) may
+            // lack a typed schema: they are answered, never stored or validated.
+            if r.ephemeral && r.version != "v1" {
+                continue;
+            }
             assert!(
                 kinds::find(r.group, r.version, r.kind).is_some(),
                 "{}/{} has no k8s-openapi type in schema::kinds",

@@ -10,8 +10,9 @@ use crate::api::resources::{self, Resource};
 use serde_json::{json, Map, Value};
 use std::sync::OnceLock;
 
-/// Content type of the protobuf document.
-pub const PROTOBUF: &str = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf";
+/// Content type of the protobuf document as upstream serves it (clients cannot parse
+/// the `...spec.v2@v1.0+protobuf` name they ask for as a media type).
+pub const PROTOBUF: &str = "application/octet-stream";
 
 /// A protobuf message being written.
 #[derive(Default)]
