@@ -108,7 +108,9 @@ async fn handle_inner(
     }
     let enc = negotiate(header_str(headers, header::ACCEPT))?;
     let ns = info.namespace.as_str();
-    let write = write_options(query)?;
+    let mut write = write_options(query)?;
+    write.user_agent_manager =
+        crate::api::apply::manager_from_user_agent(header_str(headers, header::USER_AGENT));
     let content_type = header_str(headers, header::CONTENT_TYPE).to_string();
     let declared_len = headers
         .get(header::CONTENT_LENGTH)
@@ -148,7 +150,7 @@ async fn handle_inner(
                 let ptype = patch_type(&content_type)?;
                 let patch = body::decode_object(
                     &body::read_body(body, declared_len).await?,
-                    "application/json",
+                    patch_body_type(ptype, &content_type),
                 )?;
                 Ok(encode_value(
                     StatusCode::OK,
@@ -262,12 +264,17 @@ async fn handle_inner(
             let ptype = patch_type(&content_type)?;
             let patch = body::decode_object(
                 &body::read_body(body, declared_len).await?,
-                "application/json",
+                patch_body_type(ptype, &content_type),
             )?;
-            let patched = reg
-                .patch(res, ns, &info.name, ptype, &patch, Target::Main, &write)
+            let (patched, created) = reg
+                .patch_or_create(res, ns, &info.name, ptype, &patch, Target::Main, &write)
                 .await?;
-            Ok(encode_value(StatusCode::OK, &patched, enc))
+            let code = if created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            Ok(encode_value(code, &patched, enc))
         }
         "delete" => {
             let opts = delete_request(query, &write, body, declared_len, &content_type).await?;
@@ -290,6 +297,15 @@ fn patch_type(content_type: &str) -> Result<PatchType, ApiError> {
         .ok_or_else(|| ApiError::unsupported_media_type(PATCH_MEDIA_TYPES))
 }
 
+/// Apply patches may be YAML; every other patch type is JSON.
+fn patch_body_type(ptype: PatchType, content_type: &str) -> &str {
+    if ptype == PatchType::Apply {
+        content_type
+    } else {
+        "application/json"
+    }
+}
+
 fn write_options(q: &Query) -> Result<WriteOptions, ApiError> {
     let mut dry_run = false;
     for v in q.all("dryRun") {
@@ -310,7 +326,22 @@ fn write_options(q: &Query) -> Result<WriteOptions, ApiError> {
             )));
         }
     }
-    Ok(WriteOptions { dry_run })
+    let force = match q.get("force") {
+        None => None,
+        Some("1" | "t" | "T" | "true" | "TRUE" | "True") => Some(true),
+        Some("0" | "f" | "F" | "false" | "FALSE" | "False") => Some(false),
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "invalid value for force: {other:?}: must be true or false"
+            )))
+        }
+    };
+    Ok(WriteOptions {
+        dry_run,
+        field_manager: q.get("fieldManager").unwrap_or("").to_string(),
+        force,
+        ..WriteOptions::default()
+    })
 }
 
 /// Parses list and watch parameters.
@@ -604,8 +635,12 @@ async fn scale(
     if pinned.is_none() {
         meta::metadata_mut(&mut parent).remove("resourceVersion");
     }
+    let write = WriteOptions {
+        subresource: "scale",
+        ..write.clone()
+    };
     let updated = reg
-        .update(res, ns, name, parent, Target::Main, write)
+        .update(res, ns, name, parent, Target::Main, &write)
         .await?;
     Ok(encode_value(StatusCode::OK, &scale_of(res, &updated), enc))
 }

@@ -34,6 +34,26 @@ pub enum Target {
 pub struct WriteOptions {
     /// `dryRun=All`: run everything but the write.
     pub dry_run: bool,
+    /// `fieldManager`: who makes the change, recorded in `metadata.managedFields`
+    /// (required for server-side apply). Empty when not given.
+    pub field_manager: String,
+    /// The manager to record when `fieldManager` is empty: the User-Agent's prefix.
+    pub user_agent_manager: String,
+    /// `force` (server-side apply only): take over fields other managers own.
+    pub force: Option<bool>,
+    /// The subresource a write comes through (`scale`), recorded in managedFields.
+    pub subresource: &'static str,
+}
+
+impl WriteOptions {
+    /// The manager of a non-apply write.
+    fn manager(&self) -> &str {
+        if self.field_manager.is_empty() {
+            &self.user_agent_manager
+        } else {
+            &self.field_manager
+        }
+    }
 }
 
 /// Options of delete (from the query and the `DeleteOptions` body).
