@@ -368,3 +368,101 @@ fn server_side_dry_run_and_diff() {
         "2"
     );
 }
+
+/// Sends one HTTP/1.1 request through `kubectl proxy` and returns the status code and body.
+fn raw(port: u16, method: &str, path: &str, content_type: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut conn =
+        std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to kubectl proxy");
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\nAccept: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    conn.write_all(req.as_bytes()).expect("send");
+    let mut out = String::new();
+    conn.read_to_string(&mut out).expect("read");
+    let code = out
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, out)
+}
+
+#[test]
+fn yaml_bodies_status_codes_and_request_errors() {
+    let s = Server::start();
+    let port = common::free_port();
+    let log = s.dir.path().join("proxy.log");
+    let mut proxy = s.kubectl_background(&["proxy", &format!("--port={port}")], &log);
+    assert!(
+        common::eventually(20, || std::net::TcpStream::connect(("127.0.0.1", port))
+            .is_ok()),
+        "kubectl proxy did not start"
+    );
+    let apply = "application/apply-patch+yaml";
+    let url = "/api/v1/namespaces/default/configmaps/y?fieldManager=tool";
+    let yaml = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: y\ndata:\n  k: v\n";
+
+    // A YAML body creates the object (201), then updates it (200).
+    let (code, body) = raw(port, "PATCH", url, apply, yaml);
+    assert_eq!(code, 201, "{body}");
+    assert!(
+        body.contains(r#""manager":"tool","operation":"Apply""#),
+        "{body}"
+    );
+    let (code, body) = raw(port, "PATCH", url, apply, &yaml.replace("k: v", "k: w"));
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains(r#""k":"w""#), "{body}");
+
+    let (code, body) = raw(
+        port,
+        "PATCH",
+        "/api/v1/namespaces/default/configmaps/y",
+        apply,
+        yaml,
+    );
+    assert_eq!(code, 422, "{body}");
+    assert!(
+        body.contains(r#"PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch"#),
+        "{body}"
+    );
+    let (code, body) = raw(
+        port,
+        "PATCH",
+        url,
+        apply,
+        &yaml.replace("name: y", "name: z"),
+    );
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body.contains("the name of the object (z) does not match the name on the URL (y)"),
+        "{body}"
+    );
+    let (code, body) = raw(
+        port,
+        "PATCH",
+        url,
+        apply,
+        &yaml.replace("ConfigMap", "Secret"),
+    );
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body.contains("invalid object type: /v1, Kind=Secret"),
+        "{body}"
+    );
+    let (code, body) = raw(
+        port,
+        "PATCH",
+        "/api/v1/namespaces/default/configmaps/y?force=true",
+        "application/merge-patch+json",
+        r#"{"data":{"k":"x"}}"#,
+    );
+    assert_eq!(code, 422, "{body}");
+    assert!(
+        body.contains("force: Forbidden: may not be specified for non-apply patch"),
+        "{body}"
+    );
+    let _ = proxy.kill();
+    let _ = proxy.wait();
+}
