@@ -2,6 +2,7 @@
 //! metadata helpers, selectors, validation, defaulting, patches and Status errors.
 //! Nothing in here does I/O.
 
+pub mod apply;
 pub mod defaults;
 pub mod meta;
 pub mod patch;

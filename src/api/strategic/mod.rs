@@ -12,6 +12,8 @@ mod merge;
 mod order;
 mod schema;
 
+pub(crate) use schema::list_key;
+
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

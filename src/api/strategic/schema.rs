@@ -231,6 +231,23 @@ impl Schema {
     }
 }
 
+/// How a list field merges, for server-side apply (src/api/apply): `Some(key)` for a list
+/// merged element by element by `key`, `Some("")` for a merged list of primitives (a set),
+/// `None` for a list replaced whole (atomic). `path` is the chain of field names from the
+/// object's root, list elements skipped (`["spec", "template", "spec", "containers"]`).
+/// Apply reads the same `patchMergeKey` knowledge strategic merge patch uses, so the two
+/// agree on which lists are associative.
+pub(crate) fn list_key(group: &str, kind: &str, path: &[&str]) -> Option<&'static str> {
+    let (last, parents) = path.split_last()?;
+    let mut schema = Schema::root(group, kind)?;
+    for field in parents {
+        schema = schema.field(field).0;
+        schema.0?;
+    }
+    let (_, meta) = schema.field(last);
+    meta.merge.then_some(meta.merge_key)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,5 +279,20 @@ mod tests {
         let (_, fin) = meta_schema.field("finalizers");
         assert!(fin.merge);
         assert_eq!(fin.merge_key, "");
+    }
+
+    #[test]
+    fn list_key_walks_field_paths() {
+        let c = ["spec", "template", "spec", "containers"];
+        assert_eq!(list_key("apps", "Deployment", &c), Some("name"));
+        let ports = ["spec", "template", "spec", "containers", "ports"];
+        assert_eq!(
+            list_key("apps", "Deployment", &ports),
+            Some("containerPort")
+        );
+        assert_eq!(list_key("", "Pod", &["metadata", "finalizers"]), Some(""));
+        assert_eq!(list_key("", "Pod", &["spec", "containers", "args"]), None);
+        assert_eq!(list_key("", "ConfigMap", &["data"]), None);
+        assert_eq!(list_key("example.com", "Widget", &["spec", "items"]), None);
     }
 }

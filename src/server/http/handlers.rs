@@ -79,7 +79,13 @@ pub async fn handle(
     body: Incoming,
 ) -> Resp {
     let write = match write_options(&query) {
-        Ok(w) => w,
+        Ok(mut w) => {
+            w.user_agent_manager = crate::api::apply::manager_from_user_agent(header_str(
+                &headers,
+                header::USER_AGENT,
+            ));
+            w
+        }
         Err(e) => return error_response(&e),
     };
     let mut resp =
@@ -164,7 +170,7 @@ async fn handle_inner(
                 let ptype = patch_type(&content_type)?;
                 let patch = body::decode_object(
                     &body::read_body(body, declared_len).await?,
-                    "application/json",
+                    patch_body_type(ptype, &content_type),
                 )?;
                 Ok(encode_value(
                     StatusCode::OK,
@@ -284,12 +290,17 @@ async fn handle_inner(
             let ptype = patch_type(&content_type)?;
             let patch = body::decode_object(
                 &body::read_body(body, declared_len).await?,
-                "application/json",
+                patch_body_type(ptype, &content_type),
             )?;
-            let patched = reg
-                .patch(res, ns, &info.name, ptype, &patch, Target::Main, &write)
+            let (patched, created) = reg
+                .patch_or_create(res, ns, &info.name, ptype, &patch, Target::Main, &write)
                 .await?;
-            Ok(encode_value(StatusCode::OK, &patched, enc))
+            let code = if created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            Ok(encode_value(code, &patched, enc))
         }
         "delete" => {
             let opts = delete_request(query, &write, body, declared_len, &content_type).await?;
@@ -310,6 +321,15 @@ async fn handle_inner(
 fn patch_type(content_type: &str) -> Result<PatchType, ApiError> {
     PatchType::from_content_type(content_type)
         .ok_or_else(|| ApiError::unsupported_media_type(PATCH_MEDIA_TYPES))
+}
+
+/// Apply patches may be YAML; every other patch type is JSON.
+fn patch_body_type(ptype: PatchType, content_type: &str) -> &str {
+    if ptype == PatchType::Apply {
+        content_type
+    } else {
+        "application/json"
+    }
 }
 
 fn write_options(q: &Query) -> Result<WriteOptions, ApiError> {
@@ -335,10 +355,22 @@ fn write_options(q: &Query) -> Result<WriteOptions, ApiError> {
             )))
         }
     };
+    let force = match q.get("force") {
+        None => None,
+        Some("1" | "t" | "T" | "true" | "TRUE" | "True") => Some(true),
+        Some("0" | "f" | "F" | "false" | "FALSE" | "False") => Some(false),
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "invalid value for force: {other:?}: must be true or false"
+            )))
+        }
+    };
     Ok(WriteOptions {
         dry_run,
         field_validation,
-        ..Default::default()
+        field_manager: q.get("fieldManager").unwrap_or("").to_string(),
+        force,
+        ..WriteOptions::default()
     })
 }
 
@@ -633,8 +665,12 @@ async fn scale(
     if pinned.is_none() {
         meta::metadata_mut(&mut parent).remove("resourceVersion");
     }
+    let write = WriteOptions {
+        subresource: "scale",
+        ..write.clone()
+    };
     let updated = reg
-        .update(res, ns, name, parent, Target::Main, write)
+        .update(res, ns, name, parent, Target::Main, &write)
         .await?;
     Ok(encode_value(StatusCode::OK, &scale_of(res, &updated), enc))
 }

@@ -38,6 +38,26 @@ pub struct WriteOptions {
     pub field_validation: FieldValidation,
     /// Warnings for the response (`Warning: 299 - "..."` headers).
     pub warnings: Arc<std::sync::Mutex<Vec<String>>>,
+    /// `fieldManager`: who makes the change, recorded in `metadata.managedFields`
+    /// (required for server-side apply). Empty when not given.
+    pub field_manager: String,
+    /// The manager to record when `fieldManager` is empty: the User-Agent's prefix.
+    pub user_agent_manager: String,
+    /// `force` (server-side apply only): take over fields other managers own.
+    pub force: Option<bool>,
+    /// The subresource a write comes through (`scale`), recorded in managedFields.
+    pub subresource: &'static str,
+}
+
+impl WriteOptions {
+    /// The manager of a non-apply write.
+    fn manager(&self) -> &str {
+        if self.field_manager.is_empty() {
+            &self.user_agent_manager
+        } else {
+            &self.field_manager
+        }
+    }
 }
 
 /// The `fieldValidation` query parameter.

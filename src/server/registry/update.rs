@@ -1,7 +1,9 @@
-//! Update (PUT), patch and system writes: status split, system fields kept, generation,
-//! compare-and-swap with retries.
+//! Update (PUT), patch, server-side apply and system writes: status split, system fields
+//! kept, generation, field ownership (`metadata.managedFields`), compare-and-swap with
+//! retries.
 
 use super::*;
+use crate::api::apply;
 
 /// Everything but `metadata` and `status`, to tell whether the spec changed.
 fn spec_part(obj: &Value) -> Vec<(&String, &Value)> {
@@ -19,6 +21,35 @@ fn spec_part(obj: &Value) -> Vec<(&String, &Value)> {
 enum UpdateError {
     Conflict,
     Api(ApiError),
+}
+
+/// How a write fills `metadata.managedFields`.
+enum Ownership {
+    /// Record what this write changed under its manager's Update entry.
+    Track,
+    /// Server-side apply computed them already: keep these.
+    Given(Option<Value>),
+}
+
+/// What managedFields record about a write to `res` through `target`.
+fn scope<'a>(
+    res: &'a Resource,
+    target: Target,
+    opts: &WriteOptions,
+    api_version: &'a str,
+) -> apply::Scope<'a> {
+    let (subresource, part) = match target {
+        Target::Status => ("status", apply::Part::StatusOnly),
+        Target::Main if res.status == StatusPolicy::None => (opts.subresource, apply::Part::Whole),
+        Target::Main => (opts.subresource, apply::Part::NoStatus),
+    };
+    apply::Scope {
+        group: res.group,
+        kind: res.kind,
+        api_version,
+        subresource,
+        part,
+    }
 }
 
 impl From<ApiError> for UpdateError {
@@ -73,6 +104,7 @@ impl Registry {
                     obj.clone(),
                     target,
                     opts,
+                    Ownership::Track,
                 )
                 .await
             {
@@ -87,6 +119,7 @@ impl Registry {
     }
 
     /// Applies a patch (PATCH) to the current object and writes the result.
+    #[allow(clippy::too_many_arguments)]
     pub async fn patch(
         &self,
         res: &Resource,
@@ -97,16 +130,40 @@ impl Registry {
         target: Target,
         opts: &WriteOptions,
     ) -> Result<Value, ApiError> {
-        // Refuse unsupported patch types before looking the object up, so clients take
-        // their fallback path (kubectl: "server-side apply not available").
-        let smp = crate::api::strategic::supports(res.group, res.kind);
-        if ptype == PatchType::Apply || (ptype == PatchType::Strategic && !smp) {
-            let accepted = if smp {
-                &patch::PATCH_MEDIA_TYPES[..3]
-            } else {
-                &patch::PATCH_MEDIA_TYPES[..2]
-            };
-            return Err(ApiError::unsupported_media_type(accepted));
+        self.patch_or_create(res, ns, name, ptype, body, target, opts)
+            .await
+            .map(|(v, _)| v)
+    }
+
+    /// [`Registry::patch`], also telling whether the patch created the object (a
+    /// server-side apply of a missing object does; the API answers 201 then).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn patch_or_create(
+        &self,
+        res: &Resource,
+        ns: &str,
+        name: &str,
+        ptype: PatchType,
+        body: &Value,
+        target: Target,
+        opts: &WriteOptions,
+    ) -> Result<(Value, bool), ApiError> {
+        if ptype == PatchType::Apply {
+            return self.apply(res, ns, name, body, target, opts).await;
+        }
+        if opts.force.is_some() {
+            return Err(patch_options_invalid(FieldError::forbidden(
+                "force",
+                "may not be specified for non-apply patch",
+            )));
+        }
+        // Refuse unsupported patch types before looking the object up.
+        if ptype == PatchType::Strategic && !crate::api::strategic::supports(res.group, res.kind) {
+            return Err(ApiError::unsupported_media_type(&[
+                patch::PATCH_MEDIA_TYPES[0],
+                patch::PATCH_MEDIA_TYPES[1],
+                patch::PATCH_MEDIA_TYPES[3],
+            ]));
         }
         loop {
             let current = self.get(res, ns, name).await?;
@@ -128,7 +185,17 @@ impl Registry {
             }
             let pinned = body.pointer("/metadata/resourceVersion").is_some();
             match self
-                .write_update(res, ns, name, &old, current.revision, new, target, opts)
+                .write_update(
+                    res,
+                    ns,
+                    name,
+                    &old,
+                    current.revision,
+                    new,
+                    target,
+                    opts,
+                    Ownership::Track,
+                )
                 .await
             {
                 Err(UpdateError::Conflict) if !pinned => continue,
@@ -136,7 +203,103 @@ impl Registry {
                     return Err(ApiError::conflict(res.group, res.plural, name))
                 }
                 Err(UpdateError::Api(e)) => return Err(e),
-                Ok(v) => return Ok(v),
+                Ok(v) => return Ok((v, false)),
+            }
+        }
+    }
+
+    /// Server-side apply (`application/apply-patch+yaml`): merges the applied configuration
+    /// into the object for `fieldManager`, or creates the object from it.
+    async fn apply(
+        &self,
+        res: &Resource,
+        ns: &str,
+        name: &str,
+        config: &Value,
+        target: Target,
+        opts: &WriteOptions,
+    ) -> Result<(Value, bool), ApiError> {
+        if opts.field_manager.is_empty() {
+            return Err(patch_options_invalid(FieldError::required_msg(
+                "fieldManager",
+                "is required for apply patch",
+            )));
+        }
+        let body_name = meta::name(config);
+        if !body_name.is_empty() && body_name != name {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({name})"
+            )));
+        }
+        let body_ns = meta::namespace(config);
+        if res.namespaced && !body_ns.is_empty() && body_ns != ns {
+            return Err(ApiError::bad_request(format!(
+                "the namespace of the object ({body_ns}) does not match the namespace on the request ({ns})"
+            )));
+        }
+        let api_version = res.api_version();
+        let scope = scope(res, target, opts, &api_version);
+        let manager = opts.field_manager.as_str();
+        let force = opts.force.unwrap_or(false);
+        let given_rv = meta::meta_str(config, "resourceVersion").to_string();
+        let expected = if given_rv.is_empty() {
+            None
+        } else {
+            Some(parse_rv(&given_rv)?)
+        };
+        loop {
+            let current = match self.get(res, ns, name).await {
+                Ok(c) => c,
+                Err(e) if e.code == 404 && target == Target::Main && expected.is_none() => {
+                    let mut obj = apply::apply(
+                        &json!({}),
+                        config,
+                        manager,
+                        force,
+                        &scope,
+                        &meta::now_rfc3339(),
+                    )?;
+                    let m = meta::metadata_mut(&mut obj);
+                    m.insert("name".into(), json!(name));
+                    if res.namespaced {
+                        m.insert("namespace".into(), json!(ns));
+                    }
+                    match self.create(res, ns, obj, opts).await {
+                        // Someone created it meanwhile: apply to theirs.
+                        Err(e) if e.reason == "AlreadyExists" => continue,
+                        other => return other.map(|v| (v, true)),
+                    }
+                }
+                Err(e) => return Err(e),
+            };
+            if let Some(rv) = expected {
+                if rv != current.revision {
+                    return Err(ApiError::conflict(res.group, res.plural, name));
+                }
+            }
+            let old = current.value()?;
+            let new = apply::apply(&old, config, manager, force, &scope, &meta::now_rfc3339())?;
+            let managed = new.pointer("/metadata/managedFields").cloned();
+            match self
+                .write_update(
+                    res,
+                    ns,
+                    name,
+                    &old,
+                    current.revision,
+                    new,
+                    target,
+                    opts,
+                    Ownership::Given(managed),
+                )
+                .await
+            {
+                Err(UpdateError::Conflict) if expected.is_none() => continue,
+                Err(UpdateError::Conflict) => {
+                    return Err(ApiError::conflict(res.group, res.plural, name))
+                }
+                Err(UpdateError::Api(e)) => return Err(e),
+                Ok(v) => return Ok((v, false)),
             }
         }
     }
@@ -154,6 +317,7 @@ impl Registry {
         new: Value,
         target: Target,
         opts: &WriteOptions,
+        ownership: Ownership,
     ) -> Result<Value, UpdateError> {
         check_type(res, &new, res.kind)?;
         let mut new = match target {
@@ -215,6 +379,20 @@ impl Registry {
         (res.typed)(&new).map_err(|e| decode_error(res, &e))?;
         (res.defaults)(&mut new);
         (res.on_update)(&mut new, old);
+        match ownership {
+            Ownership::Track => {
+                let api_version = res.api_version();
+                let scope = scope(res, target, opts, &api_version);
+                apply::track_update(old, &mut new, opts.manager(), &scope, &meta::now_rfc3339());
+            }
+            Ownership::Given(fields) => {
+                let m = meta::metadata_mut(&mut new);
+                match fields {
+                    Some(f) => m.insert("managedFields".into(), f),
+                    None => m.shift_remove("managedFields"),
+                };
+            }
+        }
         if tracks_generation(res) && spec_part(&new) != spec_part(old) {
             let g = old_meta
                 .get("generation")
@@ -323,4 +501,9 @@ impl Registry {
             }
         }
     }
+}
+
+/// A 422 about the query parameters of a PATCH, as upstream words it.
+fn patch_options_invalid(cause: FieldError) -> ApiError {
+    ApiError::invalid("meta.k8s.io", "PatchOptions", "", vec![cause])
 }
