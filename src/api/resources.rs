@@ -556,6 +556,17 @@ pub static RESOURCES: &[Resource] = &[
         "selfsubjectreview",
         false,
     ),
+    // kubectl 1.27 asks the beta version for `auth whoami`.
+    Resource {
+        version: "v1beta1",
+        ..review(
+            "authentication.k8s.io",
+            "SelfSubjectReview",
+            "selfsubjectreviews",
+            "selfsubjectreview",
+            false,
+        )
+    },
     review(
         "authorization.k8s.io",
         "LocalSubjectAccessReview",
@@ -801,7 +812,7 @@ mod tests {
         for (i, a) in RESOURCES.iter().enumerate() {
             for b in &RESOURCES[i + 1..] {
                 assert!(
-                    !(a.group == b.group && a.plural == b.plural),
+                    !(a.group == b.group && a.version == b.version && a.plural == b.plural),
                     "duplicate {}/{}",
                     a.group,
                     a.plural
