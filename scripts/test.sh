@@ -22,4 +22,10 @@ export K3RS_TEST_KUBECTLS="${K3RS_TEST_KUBECTLS:-$kubectls}"
 echo "kubectl under test: $K3RS_TEST_KUBECTLS"
 
 cargo build --tests --bins
-exec cargo test --no-fail-fast -- --test-threads="${K3RS_TEST_THREADS:-4}"
+rm -f "${TMPDIR:-/tmp}/k3rs-kubectl-matrix.txt"
+status=0
+cargo test --no-fail-fast -- --test-threads="${K3RS_TEST_THREADS:-4}" || status=$?
+if [ -f "${TMPDIR:-/tmp}/k3rs-kubectl-matrix.txt" ]; then
+  cat "${TMPDIR:-/tmp}/k3rs-kubectl-matrix.txt"
+fi
+exit "$status"

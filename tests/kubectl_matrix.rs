@@ -854,6 +854,11 @@ fn kubectl_matrix() {
         table.push('\n');
     }
     println!("\nkubectl fidelity matrix\n{table}");
+    // scripts/test.sh prints this file after the run, so CI logs show the matrix.
+    let _ = std::fs::write(
+        std::env::temp_dir().join("k3rs-kubectl-matrix.txt"),
+        format!("kubectl fidelity matrix\n{table}"),
+    );
     eprintln!("\nkubectl fidelity matrix\n{table}");
     assert!(
         failures.is_empty(),
