@@ -10,6 +10,7 @@ pub mod openapi;
 pub mod openapi_v2;
 pub mod request;
 pub mod reviews;
+mod subresources;
 pub mod table;
 pub mod watch;
 
