@@ -130,10 +130,13 @@ pub async fn write_stream(
     let (call, feed) = tokio::join!(call, feed);
     match (call, feed) {
         (Ok(Some(_)), Ok(written)) => Ok(written),
-        (Err(status), _) if status.code() == tonic::Code::AlreadyExists => {
-            let digest = expected.map(str::to_string).unwrap_or_default();
+        // At commit (all read, digest computed) or at open (digest given up front).
+        (Err(status), Ok(written)) if status.code() == tonic::Code::AlreadyExists => Ok(written),
+        (Err(status), Err(_))
+            if status.code() == tonic::Code::AlreadyExists && expected.is_some() =>
+        {
             Ok(Written {
-                digest,
+                digest: expected.map(str::to_string).unwrap_or_default(),
                 size: total,
                 head: Vec::new(),
                 kept: None,

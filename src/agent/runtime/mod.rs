@@ -433,9 +433,17 @@ impl Runtime {
             .map_err(CtrdError::rpc("list tasks"))?
             .into_inner()
             .tasks;
+        // containerd sets only `id` (= the container id) on listed tasks.
         let mut by_id: HashMap<String, TaskInfo> = tasks
             .iter()
-            .map(|p| (p.container_id.clone(), TaskInfo::from_process(p)))
+            .map(|p| {
+                let id = if p.container_id.is_empty() {
+                    &p.id
+                } else {
+                    &p.container_id
+                };
+                (id.clone(), TaskInfo::from_process(p))
+            })
             .collect();
         let mut out: Vec<ContainerInfo> = containers
             .into_iter()

@@ -2,7 +2,7 @@
 //! env, cwd, user, capabilities, rlimits), root, default mounts, namespaces, cgroups
 //! path, masked and read-only paths. Defaults follow containerd's default Linux spec
 //! (`oci.populateDefaultUnixSpec`), which is also what the CRI plugin starts from.
-//! Pure: no I/O.
+//! No I/O beyond reading our own RLIMIT_NOFILE.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -138,8 +138,8 @@ pub struct ContainerSpec {
     pub mounts: Vec<Mount>,
     pub readonly_rootfs: bool,
     pub terminal: bool,
-    /// RLIMIT_NOFILE soft and hard limit.
-    pub nofile: u64,
+    /// RLIMIT_NOFILE soft and hard limit (`None`: inherit the shim's).
+    pub nofile: Option<u64>,
     pub annotations: BTreeMap<String, String>,
 }
 
@@ -159,7 +159,7 @@ impl Default for ContainerSpec {
             mounts: Vec::new(),
             readonly_rootfs: false,
             terminal: false,
-            nofile: 1_048_576,
+            nofile: Some(default_nofile()),
             annotations: BTreeMap::new(),
         }
     }
@@ -264,7 +264,6 @@ impl ContainerSpec {
                     "effective": caps,
                     "permitted": caps,
                 },
-                "rlimits": [{"type": "RLIMIT_NOFILE", "hard": self.nofile, "soft": self.nofile}],
                 "noNewPrivileges": true,
             },
             "root": {"path": "rootfs", "readonly": self.readonly_rootfs},
@@ -276,6 +275,9 @@ impl ContainerSpec {
                 "readonlyPaths": READONLY_PATHS,
             },
         });
+        if let Some(n) = self.nofile {
+            spec["process"]["rlimits"] = json!([{"type": "RLIMIT_NOFILE", "hard": n, "soft": n}]);
+        }
         if !self.user.additional_gids.is_empty() {
             spec["process"]["user"]["additionalGids"] = json!(self.user.additional_gids);
         }
@@ -290,6 +292,22 @@ impl ContainerSpec {
         }
         spec
     }
+}
+
+/// What pods see under k3s (whose unit sets LimitNOFILE=1048576), but never above
+/// our own hard limit: raising it needs CAP_SYS_RESOURCE, which a container host may
+/// lack (runc then fails to start the container).
+pub fn default_nofile() -> u64 {
+    const WANTED: u64 = 1_048_576;
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return 1024;
+    }
+    std::cmp::min(WANTED, lim.rlim_max as u64)
 }
 
 fn default_mounts() -> Vec<Value> {
