@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use containerd_client::services::v1::snapshots::ListSnapshotsRequest;
 use containerd_client::services::v1::ListTasksRequest;
-use k3rs::agent::containerd::{Client, Supervisor, SupervisorConfig};
+use k3rs::agent::containerd::{Client, Containerd, Supervisor, SupervisorConfig};
 use k3rs::agent::images as agent_images;
 use k3rs::agent::logger::{self, LoggerConfig};
 use k3rs::agent::netns;
@@ -286,6 +286,14 @@ async fn import_test_images(node: &Node) -> images::BuiltImage {
     );
 
     let client = node.client();
+    let overlay = std::fs::read_to_string("/proc/filesystems")
+        .map(|f| f.lines().any(|l| l.trim_end().ends_with("overlay")))
+        .unwrap_or(false);
+    assert_eq!(
+        client.snapshotter(),
+        if overlay { "overlayfs" } else { "native" },
+        "snapshotter choice"
+    );
     let imported = agent_images::import_file(&client, &dir.join("busybox-oci.tar"))
         .await
         .expect("import OCI layout tar");
@@ -301,10 +309,32 @@ async fn import_test_images(node: &Node) -> images::BuiltImage {
     assert_eq!(imported[0].name, "docker.io/library/busybox:docker");
     assert_eq!(Some(&imported[0].chain_id), docker.chain_ids.last());
 
-    // Importing again is harmless (everything already exists).
-    agent_images::import_file(&client, &dir.join("busybox-oci.tar"))
-        .await
-        .expect("re-import");
+    // Importing the whole directory again is harmless (everything already exists);
+    // a broken file fails alone and says why.
+    std::fs::write(dir.join("broken.tar"), b"not a tar archive").expect("write");
+    let results = agent_images::import_dir(&client, &dir).await;
+    let summary: Vec<(String, bool)> = results
+        .iter()
+        .map(|(p, r)| {
+            (
+                p.file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned(),
+                r.is_ok(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("broken.tar".to_string(), false),
+            ("busybox-docker.tar.gz".to_string(), true),
+            ("busybox-oci.tar".to_string(), true),
+        ]
+    );
+    let broken = results[0].1.as_ref().expect_err("broken archive");
+    assert!(broken.to_string().contains("broken.tar"), "{broken}");
 
     let names: Vec<String> = agent_images::list_images(&client)
         .await
@@ -504,6 +534,23 @@ async fn running_containers_survive_containerd_restarts() {
     sup.wait_ready()
         .await
         .expect("restarted containerd answers");
+
+    // Another client through `--container-runtime-endpoint` sees the same.
+    let socket = node.supervisor().config().socket.clone();
+    let mut config = SupervisorConfig::new(node.data.path());
+    config.ready_timeout = Duration::from_secs(10);
+    let external = Containerd::start(config, Some(&format!("unix://{}", socket.display())))
+        .await
+        .expect("external endpoint");
+    assert!(matches!(external, Containerd::External(_)));
+    let other = Runtime::new(external.client(), Path::new("/nonexistent"), None);
+    assert!(other
+        .list()
+        .await
+        .expect("list via endpoint")
+        .iter()
+        .any(|c| c.id == "survivor"));
+    external.shutdown().await;
 
     // The agent restarts: supervisor stopped (SIGTERM) and started again.
     node.restart_supervisor().await;

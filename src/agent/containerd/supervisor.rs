@@ -75,6 +75,7 @@ impl SupervisorConfig {
             "io.containerd.snapshotter.v1.zfs",
             "io.containerd.tracing.processor.v1.otlp",
             "io.containerd.internal.v1.tracing",
+            // Not io.containerd.runtime.v1.linux: 1.6's tasks service fails without it.
         ];
         let disabled: Vec<String> = disabled.iter().map(|p| toml_str(p)).collect();
         format!(
@@ -294,55 +295,55 @@ impl Backoff {
 
 async fn supervise(
     config: SupervisorConfig,
-    mut child: tokio::process::Child,
+    child: tokio::process::Child,
     state: watch::Sender<ChildState>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut backoff = Backoff { next: Backoff::MIN };
     let mut started = Instant::now();
+    let mut child = Some(child);
     loop {
+        let Some(running) = child.as_mut() else {
+            // Between a death (or a failed start) and the next start.
+            let wait = backoff.after_run(started.elapsed());
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop.changed() => break,
+            }
+            started = Instant::now();
+            match spawn(&config) {
+                Ok(c) => {
+                    tracing::info!(pid = ?c.id(), "restarted containerd");
+                    state.send_modify(|s| {
+                        s.pid = c.id();
+                        s.starts += 1;
+                    });
+                    child = Some(c);
+                }
+                Err(e) => {
+                    // Keep trying: the binary may come back (package upgrade).
+                    tracing::error!(error = %e, "cannot restart containerd");
+                    state.send_modify(|s| s.last_exit = Some(e.to_string()));
+                }
+            }
+            continue;
+        };
         tokio::select! {
-            status = child.wait() => {
+            status = running.wait() => {
                 let how = match status {
                     Ok(s) => s.to_string(),
                     Err(e) => format!("wait failed: {e}"),
                 };
-                let wait = backoff.after_run(started.elapsed());
-                tracing::warn!(%how, restart_in = ?wait, log = %config.log_path().display(),
-                    "containerd exited; restarting");
+                tracing::warn!(%how, log = %config.log_path().display(),
+                    "containerd exited; restarting it");
                 state.send_modify(|s| {
                     s.pid = None;
                     s.last_exit = Some(how);
                 });
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = stop.changed() => break,
-                }
-                match spawn(&config) {
-                    Ok(c) => {
-                        child = c;
-                        started = Instant::now();
-                        tracing::info!(pid = ?child.id(), "restarted containerd");
-                        state.send_modify(|s| {
-                            s.pid = child.id();
-                            s.starts += 1;
-                        });
-                    }
-                    Err(e) => {
-                        // Keep trying: the binary may come back (package upgrade).
-                        tracing::error!(error = %e, "cannot restart containerd");
-                        state.send_modify(|s| s.last_exit = Some(e.to_string()));
-                        tokio::select! {
-                            _ = tokio::time::sleep(Backoff::MAX) => {}
-                            _ = stop.changed() => break,
-                        }
-                        // Spawn failed: `child` is the reaped old one; wait() on it
-                        // returns its status again at once and we retry.
-                    }
-                }
+                child = None;
             }
             _ = stop.changed() => {
-                terminate(&mut child, config.stop_timeout).await;
+                terminate(running, config.stop_timeout).await;
                 state.send_modify(|s| s.pid = None);
                 let _ = std::fs::remove_file(config.pid_path());
                 break;

@@ -221,6 +221,41 @@ pub async fn import_file(client: &Client, path: &Path) -> Result<Vec<ImportedIma
     result
 }
 
+/// Whether a file name looks like an image archive k3s would import from its
+/// images dir (`.tar`, `.tar.gz`, `.tgz`; zstd ones are reported as unsupported).
+pub fn is_archive_name(name: &str) -> bool {
+    [".tar", ".tar.gz", ".tgz", ".tar.zst", ".tzst"]
+        .iter()
+        .any(|ext| name.ends_with(ext))
+}
+
+/// Imports every image archive in `dir` (`<data-dir>/agent/images`), in name order.
+/// One bad file does not stop the others; each gets its own result.
+pub async fn import_dir(
+    client: &Client,
+    dir: &Path,
+) -> Vec<(std::path::PathBuf, Result<Vec<ImportedImage>, Error>)> {
+    let mut files: Vec<std::path::PathBuf> = match std::fs::read_dir(dir) {
+        Ok(rd) => rd
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().map(|t| t.is_file()).unwrap_or(false))
+            .filter(|e| is_archive_name(&e.file_name().to_string_lossy()))
+            .map(|e| e.path())
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    files.sort();
+    let mut out = Vec::with_capacity(files.len());
+    for file in files {
+        let result = import_file(client, &file).await;
+        if let Err(e) = &result {
+            tracing::warn!(archive = %file.display(), error = %e, "image import failed");
+        }
+        out.push((file, result));
+    }
+    out
+}
+
 async fn import_with_lease(
     client: &Client,
     lease: &Lease,

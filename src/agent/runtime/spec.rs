@@ -307,7 +307,7 @@ pub fn default_nofile() -> u64 {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
         return 1024;
     }
-    std::cmp::min(WANTED, lim.rlim_max as u64)
+    std::cmp::min(WANTED, u64::from(lim.rlim_max))
 }
 
 fn default_mounts() -> Vec<Value> {
