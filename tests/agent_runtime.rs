@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use containerd_client::services::v1::snapshots::ListSnapshotsRequest;
-use containerd_client::services::v1::ListTasksRequest;
+use containerd_client::services::v1::{ListContentRequest, ListTasksRequest};
 use k3rs::agent::containerd::{Client, Containerd, Supervisor, SupervisorConfig};
 use k3rs::agent::images as agent_images;
 use k3rs::agent::logger::{self, LoggerConfig};
@@ -274,6 +274,20 @@ async fn snapshot_names(client: &Client) -> BTreeSet<String> {
     names
 }
 
+async fn content_digests(client: &Client) -> Vec<String> {
+    let mut stream = client
+        .content()
+        .list(client.request(ListContentRequest { filters: vec![] }))
+        .await
+        .expect("list content")
+        .into_inner();
+    let mut out = Vec::new();
+    while let Some(msg) = stream.message().await.expect("content stream") {
+        out.extend(msg.info.into_iter().map(|i| i.digest));
+    }
+    out
+}
+
 async fn import_test_images(node: &Node) -> images::BuiltImage {
     let dir = node.data.path().join("images");
     std::fs::create_dir_all(&dir).expect("images dir");
@@ -495,6 +509,36 @@ async fn containers_run_log_exit_and_leave_nothing_behind() {
             assert!(!dir.exists(), "cgroup left behind: {}", dir.display());
         }
     }
+
+    // containerd's GC (run synchronously by these deletes) keeps what an image still
+    // references through our labels, and drops everything once no image does.
+    agent_images::delete_image(&client, "busybox:docker")
+        .await
+        .expect("delete docker image");
+    assert_eq!(
+        snapshot_names(&client).await,
+        want,
+        "GC kept the OCI image's snapshots"
+    );
+    agent_images::ensure_unpacked(&client, "busybox:oci")
+        .await
+        .expect("OCI image intact after GC");
+    agent_images::delete_image(&client, "busybox:oci")
+        .await
+        .expect("delete OCI image");
+    assert!(agent_images::list_images(&client)
+        .await
+        .expect("list")
+        .is_empty());
+    assert_eq!(
+        snapshot_names(&client).await,
+        BTreeSet::new(),
+        "snapshots collected"
+    );
+    assert!(
+        content_digests(&client).await.is_empty(),
+        "content collected"
+    );
 
     if let Some(s) = node.supervisor.take() {
         s.shutdown().await;

@@ -173,8 +173,8 @@ pub async fn write_bytes(
         })
         .await;
     drop(tx);
+    // Labels land only on a fresh commit: use `set_labels` for a blob that may exist.
     write_stream(client, lease, Some(&digest), total, rx, labels).await?;
-    // Labels only land on a fresh commit; set them for a blob that was there already.
     Ok(digest)
 }
 

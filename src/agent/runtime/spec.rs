@@ -307,7 +307,10 @@ pub fn default_nofile() -> u64 {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
         return 1024;
     }
-    std::cmp::min(WANTED, u64::from(lim.rlim_max))
+    // rlim_t is u32 on some 32-bit targets.
+    #[allow(clippy::useless_conversion)]
+    let hard = u64::from(lim.rlim_max);
+    std::cmp::min(WANTED, hard)
 }
 
 fn default_mounts() -> Vec<Value> {
