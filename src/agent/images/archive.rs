@@ -141,6 +141,9 @@ async fn consume(
         match classify(&name) {
             Kind::Skip => {}
             Kind::Metadata => {
+                if size > 4 * JSON_MAX {
+                    return Err(read_err(format!("{name}: {size} bytes is too large")));
+                }
                 let mut data = Vec::new();
                 while let Some(chunk) = chunks.recv().await {
                     if let Chunk::Data(d) = chunk {
@@ -344,6 +347,28 @@ mod tests {
             classify("abc/layer.tar"),
             Kind::Blob { expected: None }
         ));
+    }
+
+    fn first_error(content: &[u8]) -> String {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("image.tar");
+        std::fs::write(&path, content).expect("write");
+        let (tx, _rx) = mpsc::channel(16);
+        read_entries(&path, &tx).expect_err("should fail")
+    }
+
+    #[test]
+    fn unreadable_archives_say_why() {
+        assert!(first_error(&[0x28, 0xb5, 0x2f, 0xfd, 0, 0]).contains("zstd"));
+        assert!(first_error(b"").contains("empty or not a tar"));
+        let gz = {
+            use std::io::Write;
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(b"garbage").expect("gzip");
+            e.finish().expect("gzip")
+        };
+        let msg = first_error(&gz);
+        assert!(msg.contains("tar"), "{msg}");
     }
 
     #[test]
