@@ -84,7 +84,7 @@ impl Node {
         let data = tempfile::tempdir().expect("data dir");
         let run = tempfile::tempdir().expect("run dir");
         let supervisor = start_supervisor(data.path(), run.path()).await;
-        let runtime = runtime_for(&supervisor, run.path());
+        let runtime = runtime_for(&supervisor);
         Node {
             data,
             run,
@@ -110,7 +110,7 @@ impl Node {
             s.shutdown().await;
         }
         let s = start_supervisor(self.data.path(), self.run.path()).await;
-        self.runtime = runtime_for(&s, self.run.path());
+        self.runtime = runtime_for(&s);
         self.supervisor = Some(s);
     }
 
@@ -160,7 +160,7 @@ impl Drop for Node {
             let client = supervisor.client();
             let socket = client.socket().to_path_buf();
             let snapshotter = client.snapshotter().to_string();
-            let runc_root = self.run.path().join("runc");
+            let runc_root = supervisor.config().runc_root();
             let cleanup = std::thread::spawn(move || {
                 let Ok(rt) = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
@@ -204,9 +204,9 @@ async fn start_supervisor(data: &Path, run: &Path) -> Supervisor {
         .unwrap_or_else(|e| panic!("containerd did not start: {e}"))
 }
 
-fn runtime_for(s: &Supervisor, run: &Path) -> Runtime {
+fn runtime_for(s: &Supervisor) -> Runtime {
     let exe = std::env::current_exe().expect("test binary path");
-    Runtime::new(s.client(), &exe, Some(&run.join("runc")))
+    Runtime::new(s.client(), &exe, Some(&s.config().runc_root()))
 }
 
 /// A cgroup per test container, flat so runc removes all of it on delete.

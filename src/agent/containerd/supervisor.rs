@@ -61,6 +61,12 @@ impl SupervisorConfig {
         self.root.join("containerd.log")
     }
 
+    /// runc's state dir for our containers (`Runtime::new`), apart from any other
+    /// containerd's on the host.
+    pub fn runc_root(&self) -> PathBuf {
+        self.state.join("runc")
+    }
+
     fn pid_path(&self) -> PathBuf {
         self.state.join("k3rs-containerd.pid")
     }
