@@ -353,7 +353,9 @@ impl Runtime {
         waiter.await.map(Some)
     }
 
-    async fn delete_task(&self, id: &str) -> Result<Option<Exit>, Error> {
+    /// Deletes a stopped task (what a restart in place needs before `start`); returns
+    /// how it ended, `None` if there was none.
+    pub async fn delete_task(&self, id: &str) -> Result<Option<Exit>, Error> {
         let c = &self.client;
         match c
             .tasks()
