@@ -5,6 +5,8 @@ use std::process::ExitCode;
 use k3rs::config::{self, Command, ConfigError};
 
 fn main() -> ExitCode {
+    // When containerd's shim starts us as a container's log writer, do only that.
+    k3rs::agent::logger::run_if_invoked();
     // rustls must never pick a provider on its own; ignore "already installed".
     let _ = rustls::crypto::ring::default_provider().install_default();
 
