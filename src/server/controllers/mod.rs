@@ -2,4 +2,5 @@
 //! compares the objects with what should be and moves one step closer, and converges
 //! again from a fresh list after any restart.
 
+pub mod manifests;
 pub mod namespace;
