@@ -1263,3 +1263,110 @@ fn check_config_prints_a_report_for_this_host() {
     assert!(help.status.success());
     assert!(String::from_utf8_lossy(&help.stdout).contains("kernel features"));
 }
+
+// --- docs ----------------------------------------------------------------------------------------
+
+/// The flags table for README.md, from `k3rs server --help`.
+fn flags_table() -> String {
+    let out = Command::new(k3rs_bin())
+        .args(["server", "--help"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let help = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut rows = vec![
+        "| Flag | Environment variable | Default | Description |".to_string(),
+        "|---|---|---|---|".to_string(),
+    ];
+    let options = help
+        .split_once("Options:\n")
+        .map(|(_, o)| o)
+        .unwrap_or_else(|| panic!("no Options: in\n{help}"));
+    for line in options.lines() {
+        let line = line.trim();
+        let Some((flag, rest)) = line.split_once("  ") else {
+            panic!("cannot read help line {line:?} (has clap started wrapping?)");
+        };
+        if flag.contains("--help") {
+            continue;
+        }
+        let mut desc = rest.trim().to_string();
+        let mut take = |key: &str| -> String {
+            let open = format!("[{key}: ");
+            match desc.find(&open) {
+                Some(i) => {
+                    let end = desc[i..].find(']').map(|e| i + e).unwrap_or(desc.len());
+                    let v = desc[i + open.len()..end].trim_end_matches('=').to_string();
+                    desc.replace_range(i..(end + 1).min(desc.len()), "");
+                    v
+                }
+                None => String::new(),
+            }
+        };
+        let default = take("default");
+        let env = take("env");
+        let code = |s: &str| {
+            if s.is_empty() {
+                String::new()
+            } else {
+                format!("`{s}`")
+            }
+        };
+        // "-c, --config <FILE>" → "`--config <FILE>`, `-c`"
+        let mut names: Vec<&str> = flag.split(", ").collect();
+        names.sort_by_key(|n| !n.starts_with("--"));
+        let names: Vec<String> = names.iter().map(|n| code(n)).collect();
+        rows.push(format!(
+            "| {} | {} | {} | {} |",
+            names.join(", "),
+            code(&env),
+            code(&default),
+            desc.trim().replace('|', "\\|")
+        ));
+    }
+    rows.join("\n") + "\n"
+}
+
+#[test]
+fn readme_flags_table_is_generated_from_the_cli() {
+    let path = repo().join("README.md");
+    let readme = std::fs::read_to_string(&path).unwrap();
+    let begin = readme
+        .find("<!-- BEGIN flags")
+        .expect("README.md has no <!-- BEGIN flags ... --> marker");
+    let begin = begin + readme[begin..].find("-->\n").unwrap() + 4;
+    let end = readme
+        .find("<!-- END flags -->")
+        .expect("no <!-- END flags --> marker");
+    let table = flags_table();
+    if std::env::var_os("K3RS_UPDATE_README").is_some() {
+        let new = format!("{}{}{}", &readme[..begin], table, &readme[end..]);
+        std::fs::write(&path, new).unwrap();
+        return;
+    }
+    assert_eq!(
+        &readme[begin..end],
+        table,
+        "README.md's flags table is out of date: run K3RS_UPDATE_README=1 cargo test --test packaging readme"
+    );
+}
+
+#[test]
+fn example_config_is_accepted_by_the_server() {
+    let example = repo().join("packaging/config.yaml");
+    let args: Vec<std::ffi::OsString> = vec![
+        "k3rs".into(),
+        "server".into(),
+        "--config".into(),
+        example.clone().into(),
+    ];
+    match k3rs::config::parse(args) {
+        Ok(k3rs::config::Command::Server(cfg)) => {
+            assert_eq!(cfg.tls_san, ["k3rs.example.com", "192.168.1.10"]);
+            assert_eq!(cfg.write_kubeconfig_mode, 0o600);
+            assert_eq!(cfg.config_files, [example]);
+        }
+        Ok(other) => panic!("{other:?}"),
+        Err(e) => panic!("packaging/config.yaml is rejected: {e}"),
+    }
+}
