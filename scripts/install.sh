@@ -86,6 +86,11 @@ sq() {
 # --- the command line of the service ---------------------------------------------------------
 
 setup_env() {
+    # The generated scripts remember the root: it must not depend on the current directory.
+    case "${ROOT}" in
+        "" | /*) ;;
+        *) ROOT=$(cd "${ROOT}" && pwd) || fatal "INSTALL_K3RS_ROOT=${INSTALL_K3RS_ROOT} is not a directory" ;;
+    esac
     case "$1" in
         -* | "")
             if [ -z "${K3RS_URL}" ]; then
@@ -624,6 +629,13 @@ clean_mounted_directory() {
     done
 }
 
+case "${K3RS_DATA_DIR}" in
+    /?*) ;;
+    *)
+        echo "Refusing to remove the data dir '${K3RS_DATA_DIR}': not an absolute path below /" >&2
+        exit 1
+        ;;
+esac
 rm -rf "$(r /etc/k3rs)" "$(r /run/k3rs)"
 clean_mounted_directory "$(r "${K3RS_DATA_DIR}")"
 rm -f "$(r "${BIN_DIR}/k3rs")" "$(r "${KILLALL_SH}")"

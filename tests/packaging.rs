@@ -84,7 +84,10 @@ impl Installer {
         std::fs::create_dir_all(&rel).unwrap();
         let arch = host_arch();
         let bin = rel.join(format!("k3rs-{arch}"));
-        std::fs::copy(k3rs_bin(), &bin).unwrap();
+        // A hard link is enough to serve it (the installer downloads a copy).
+        if std::fs::hard_link(k3rs_bin(), &bin).is_err() {
+            std::fs::copy(k3rs_bin(), &bin).unwrap();
+        }
         std::fs::write(
             rel.join(format!("sha256sum-{arch}.txt")),
             format!("{}  k3rs-{arch}\n", sha256_file(&bin)),
