@@ -1373,3 +1373,50 @@ fn example_config_is_accepted_by_the_server() {
         Err(e) => panic!("packaging/config.yaml is rejected: {e}"),
     }
 }
+
+#[test]
+fn installer_service_options() {
+    // Name, directories, and no enable at all.
+    let inst = Installer::new();
+    inst.install_ok(
+        &[
+            ("INSTALL_K3RS_NAME", "edge"),
+            ("INSTALL_K3RS_BIN_DIR", "/opt/bin"),
+            ("INSTALL_K3RS_SYSTEMD_DIR", "/usr/lib/systemd/system"),
+            ("INSTALL_K3RS_SKIP_ENABLE", "true"),
+        ],
+        &[],
+    );
+    let unit = inst.read("/usr/lib/systemd/system/k3rs-edge.service");
+    assert!(unit.contains("ExecStart=/opt/bin/k3rs server\n"), "{unit}");
+    assert!(unit.contains("EnvironmentFile=-/usr/lib/systemd/system/k3rs-edge.service.env\n"));
+    assert!(inst.at("/opt/bin/k3rs-edge-uninstall.sh").exists());
+    assert!(inst.at("/opt/bin/k3rs-killall.sh").exists());
+    let calls = inst.take_calls();
+    assert!(
+        !calls.iter().any(|c| c.starts_with("systemctl")),
+        "{calls:?}"
+    );
+
+    // Enable but do not start; then a forced restart although nothing changed.
+    let inst = Installer::new();
+    inst.install_ok(&[("INSTALL_K3RS_SKIP_START", "true")], &[]);
+    let calls = inst.take_calls();
+    assert_eq!(
+        count(&calls, "systemctl enable k3rs.service"),
+        1,
+        "{calls:?}"
+    );
+    assert_eq!(
+        count(&calls, "systemctl restart k3rs.service"),
+        0,
+        "{calls:?}"
+    );
+    inst.install_ok(&[("INSTALL_K3RS_FORCE_RESTART", "true")], &[]);
+    let calls = inst.take_calls();
+    assert_eq!(
+        count(&calls, "systemctl restart k3rs.service"),
+        1,
+        "{calls:?}"
+    );
+}
