@@ -83,6 +83,12 @@ pub enum Command {
     Version,
     /// A subcommand that this build does not implement yet (`agent`, `token`, ...).
     NotAvailable(&'static str),
+    /// `k3rs check-config`.
+    CheckConfig,
+    /// `k3rs kubectl ARGS...`: the kubectl on PATH, with the cluster's kubeconfig.
+    Kubectl(Vec<OsString>),
+    /// `k3rs ctr ARGS...`: containerd's ctr on PATH, pointed at k3rs's containerd.
+    Ctr(Vec<OsString>),
 }
 
 /// A command line or config file that cannot be used.
@@ -214,12 +220,14 @@ enum Sub {
     /// Manage certificates (not available yet)
     #[command(disable_help_flag = true)]
     Certificate(Passthrough),
-    /// Check the host for required kernel features (not available yet)
-    #[command(disable_help_flag = true)]
-    CheckConfig(Passthrough),
-    /// Run kubectl (not available yet)
+    /// Check the host for the kernel features and programs k3rs needs
+    CheckConfig,
+    /// Run kubectl with the cluster's kubeconfig
     #[command(disable_help_flag = true)]
     Kubectl(Passthrough),
+    /// Run containerd's ctr against the k3rs containerd
+    #[command(disable_help_flag = true, hide = true)]
+    Ctr(Passthrough),
 }
 
 #[derive(clap::Args, Debug)]
@@ -357,8 +365,9 @@ pub fn parse_with(args: Vec<OsString>, host: &Host) -> Result<Command, ConfigErr
         Sub::Agent(_) => return Ok(Command::NotAvailable("agent")),
         Sub::Token(_) => return Ok(Command::NotAvailable("token")),
         Sub::Certificate(_) => return Ok(Command::NotAvailable("certificate")),
-        Sub::CheckConfig(_) => return Ok(Command::NotAvailable("check-config")),
-        Sub::Kubectl(_) => return Ok(Command::NotAvailable("kubectl")),
+        Sub::CheckConfig => return Ok(Command::CheckConfig),
+        Sub::Kubectl(a) => return Ok(Command::Kubectl(a.args)),
+        Sub::Ctr(a) => return Ok(Command::Ctr(a.args)),
     };
 
     // Where is the config file, and was it asked for explicitly?

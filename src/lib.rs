@@ -7,10 +7,14 @@
 //! - [`agent`]: the node (arrives with the agent issue).
 //! - [`cni`]: the built-in bridge CNI (arrives with the CNI issue).
 //! - [`config`]: command-line flags, `K3RS_*` environment and config.yaml.
+//! - [`check_config`]: `k3rs check-config`, the host's kernel features and programs.
+//! - [`notify`]: tells systemd (`Type=notify`) when k3rs is ready or stopping.
 
 pub mod agent;
 pub mod api;
+pub mod check_config;
 pub mod cni;
 pub mod config;
+pub mod notify;
 pub mod server;
 pub mod version;

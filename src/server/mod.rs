@@ -31,6 +31,7 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     let signals = tokio::spawn(async move {
         wait_for_signal().await;
         tracing::info!("shutting down");
+        crate::notify::stopping();
         let _ = shutdown_tx.send(true);
     });
     let result = run_until(cfg, shutdown_rx).await;
@@ -123,10 +124,16 @@ pub async fn run_until(
             shutdown.clone(),
         )),
         tokio::spawn(controllers::gc::run(registry.clone(), shutdown.clone())),
+        tokio::spawn(controllers::manifests::run(
+            registry.clone(),
+            server_dir.join("manifests"),
+            shutdown.clone(),
+        )),
     ];
     let server = tokio::spawn(http::serve(listener, tls, state.clone(), shutdown.clone()));
     state.ready.store(true, Ordering::Relaxed);
     tracing::info!(url = %server_url, kubeconfig = %cfg.write_kubeconfig.display(), "k3rs server is up and running");
+    crate::notify::ready(&format!("API serving at {server_url}"));
     if cfg.disable_agent {
         tracing::info!("agent disabled: this server runs no workloads");
     }

@@ -3,4 +3,5 @@
 //! again from a fresh list after any restart.
 
 pub mod gc;
+pub mod manifests;
 pub mod namespace;
