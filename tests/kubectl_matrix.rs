@@ -381,6 +381,13 @@ fn describe(c: &Ctx) -> Check {
         out.contains("Replicas:") && out.contains("Pod Template:"),
         || out.clone(),
     )?;
+    let rc = c.manifest("rc-describe.yaml", "apiVersion: v1\nkind: ReplicationController\nmetadata: {name: rcd}\nspec:\n  replicas: 1\n  selector: {app: rcd}\n  template:\n    metadata: {labels: {app: rcd}}\n    spec: {containers: [{name: c, image: busybox:1.36}]}\n");
+    c.ok(&["create", "-f", &rc])?;
+    let out = c.ok(&["describe", "rc", "rcd"])?;
+    check(
+        out.contains("Selector:") && out.contains("app=rcd") && out.contains("Replicas:"),
+        || out.clone(),
+    )?;
     let out = c.ok(&["describe", "service", "gen"])?;
     check(out.contains("Selector:") && out.contains("app=gen"), || {
         out.clone()
@@ -526,7 +533,9 @@ fn scale(c: &Ctx) -> Check {
     c.says(
         &[
             "get",
-            "rs,rc,sts",
+            "rs/rs1",
+            "rc/rc1",
+            "sts/db",
             "-o",
             "jsonpath={.items[*].spec.replicas}",
         ],
@@ -570,6 +579,11 @@ fn rollout(c: &Ctx) -> Check {
             "jsonpath={.spec.template.spec.containers[0].image}",
         ],
         "busybox:1.39",
+    )?;
+    // No controllers yet, so no ReplicaSet history: kubectl says so, as upstream would.
+    c.fails_with(
+        &["rollout", "undo", "deployment/web"],
+        "no rollout history found for deployment \"web\"",
     )?;
     let hist = c.k(&["rollout", "history", "deployment/web"]);
     check(
