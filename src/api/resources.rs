@@ -799,6 +799,11 @@ pub fn group_versions() -> Vec<(&'static str, Vec<&'static str>)> {
     out
 }
 
+/// The core `namespaces` resource (the registry and the namespace controller need it).
+pub fn namespaces() -> &'static Resource {
+    find("", "v1", "namespaces").expect("namespaces are in the resource table")
+}
+
 /// The namespaces every cluster has from its first start.
 pub const SYSTEM_NAMESPACES: &[&str] =
     &["default", "kube-system", "kube-public", "kube-node-lease"];

@@ -3,7 +3,7 @@
 //! `kubernetes` finalizer from `spec.finalizers` so the namespace itself goes away.
 
 use crate::api::meta;
-use crate::api::resources::{self, Resource};
+use crate::api::resources;
 use crate::server::registry::{DeleteOptions, ListOptions, Registry};
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -11,7 +11,7 @@ use tokio::sync::watch;
 
 /// Runs until `shutdown` flips.
 pub async fn run(registry: Registry, mut shutdown: watch::Receiver<bool>) {
-    let ns_res = namespaces();
+    let ns_res = resources::namespaces();
     loop {
         let rev = registry.store().current_revision();
         if let Err(e) = sync_all(&registry).await {
@@ -35,12 +35,8 @@ pub async fn run(registry: Registry, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
-fn namespaces() -> &'static Resource {
-    resources::find("", "v1", "namespaces").expect("namespaces are in the resource table")
-}
-
 async fn sync_all(registry: &Registry) -> Result<(), crate::api::ApiError> {
-    let ns_res = namespaces();
+    let ns_res = resources::namespaces();
     let list = registry.list(ns_res, "", &ListOptions::default()).await?;
     for item in list.items {
         let ns = item.value()?;
@@ -74,7 +70,7 @@ async fn finalize(registry: &Registry, name: &str) -> Result<(), crate::api::Api
         return Ok(());
     }
     let r = registry
-        .update_with(namespaces(), "", name, |ns: &mut Value| {
+        .update_with(resources::namespaces(), "", name, |ns: &mut Value| {
             let fins: Vec<Value> = ns["spec"]["finalizers"]
                 .as_array()
                 .cloned()

@@ -176,7 +176,7 @@ impl Registry {
 
     /// Refuses writes into a namespace that does not exist or is terminating.
     async fn check_namespace_open(&self, ns: &str) -> Result<(), ApiError> {
-        let nsres = namespaces();
+        let nsres = resources::namespaces();
         match self.store.get(nsres.key("", ns)).await.map_err(store_err)? {
             None => Err(ApiError::not_found("", "namespaces", ns)),
             Some(kv) => {

@@ -82,7 +82,9 @@ impl Registry {
             // An object with nothing to wait for goes now.
             let waits =
                 !finalizers.is_empty() || (is_ns && has_spec_finalizers(&obj)) || grace.is_some();
-            if !waits && (policy_finalizer.is_none() || !self.has_dependents(&obj).await?) {
+            // Foreground/Orphan always leave their finalizer: the garbage collector, which
+            // keeps the owner graph, removes it (at once when there are no dependents).
+            if !waits && policy_finalizer.is_none() {
                 if opts.dry_run {
                     return Ok(Deleted {
                         object: obj,
@@ -170,55 +172,6 @@ impl Registry {
                 Err(e) => return Err(store_err(e)),
             }
         }
-    }
-
-    /// Whether any object names `owner` (by uid) in its ownerReferences. Only the owner's
-    /// namespace (and cluster-scoped kinds) can hold dependents.
-    pub async fn has_dependents(&self, owner: &Value) -> Result<bool, ApiError> {
-        Ok(!self.dependents(owner, true).await?.is_empty())
-    }
-
-    /// Objects whose ownerReferences name `owner` by uid: (resource, namespace, object).
-    pub async fn dependents(
-        &self,
-        owner: &Value,
-        first_only: bool,
-    ) -> Result<Vec<(&'static Resource, Value)>, ApiError> {
-        let uid = meta::uid(owner);
-        let ns = meta::namespace(owner);
-        let mut out = Vec::new();
-        if uid.is_empty() {
-            return Ok(out);
-        }
-        let needle = format!("\"uid\":\"{uid}\"");
-        for r in resources::RESOURCES
-            .iter()
-            .filter(|r| !r.ephemeral && (r.namespaced || ns.is_empty()))
-        {
-            let scope = if r.namespaced { ns } else { "" };
-            let page = self.list(r, scope, &ListOptions::default()).await?;
-            for item in page.items {
-                // Cheap byte check before decoding: most objects do not mention the uid.
-                if !item
-                    .bytes
-                    .windows(needle.len())
-                    .any(|w| w == needle.as_bytes())
-                {
-                    continue;
-                }
-                let v = item.value()?;
-                let owned = v["metadata"]["ownerReferences"]
-                    .as_array()
-                    .is_some_and(|refs| refs.iter().any(|o| o["uid"] == uid));
-                if owned {
-                    out.push((r, v));
-                    if first_only {
-                        return Ok(out);
-                    }
-                }
-            }
-        }
-        Ok(out)
     }
 
     /// Deletes every object in `ns` matching the selectors; returns what it deleted.

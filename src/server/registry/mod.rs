@@ -417,7 +417,7 @@ impl Registry {
 
     /// Creates the system namespaces that every cluster has, if missing.
     pub async fn ensure_system_namespaces(&self) -> Result<(), ApiError> {
-        let res = namespaces();
+        let res = resources::namespaces();
         for ns in resources::SYSTEM_NAMESPACES {
             let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
             match self.create(res, "", obj, &WriteOptions::default()).await {
@@ -446,10 +446,6 @@ fn has_spec_finalizers(ns: &Value) -> bool {
     ns["spec"]["finalizers"]
         .as_array()
         .is_some_and(|a| !a.is_empty())
-}
-
-fn namespaces() -> &'static Resource {
-    resources::find("", "v1", "namespaces").expect("namespaces are in the resource table")
 }
 
 /// The 400 upstream returns when a body does not decode as its kind.
