@@ -66,6 +66,9 @@ pub struct Resource {
     pub defaults: DefaultFn,
     /// Validation hook.
     pub validate: ValidateFn,
+    /// `metadata.generation` counts changes outside metadata and status (kinds whose
+    /// controllers report `status.observedGeneration`).
+    pub generation: bool,
     /// Create computes an answer from the request (access reviews, whoami) and stores
     /// nothing.
     pub ephemeral: bool,
@@ -200,6 +203,7 @@ const fn res(
         on_create: |_| {},
         on_update: |_, _| {},
         ephemeral: false,
+        generation: false,
     }
 }
 
@@ -283,6 +287,7 @@ pub static RESOURCES: &[Resource] = &[
             status("", "v1", "Pod"),
         ],
         status: StatusPolicy::Split,
+        generation: true,
         fields: POD_FIELDS,
         typed: typed::<k8s_openapi::api::core::v1::Pod>,
         defaults: defaults::pod,
@@ -387,6 +392,7 @@ pub static RESOURCES: &[Resource] = &[
         categories: ALL,
         subresources: &[scale(), status("", "v1", "ReplicationController")],
         status: StatusPolicy::Split,
+        generation: true,
         fields: &["status.replicas"],
         defaults: defaults::replication_controller,
         validate: validation::replication_controller,
@@ -457,6 +463,7 @@ pub static RESOURCES: &[Resource] = &[
         categories: ALL,
         subresources: &[scale(), status("apps", "v1", "Deployment")],
         status: StatusPolicy::Split,
+        generation: true,
         defaults: defaults::deployment,
         validate: validation::deployment,
         typed: typed::<k8s_openapi::api::apps::v1::Deployment>,
@@ -474,6 +481,7 @@ pub static RESOURCES: &[Resource] = &[
         categories: ALL,
         subresources: &[scale(), status("apps", "v1", "ReplicaSet")],
         status: StatusPolicy::Split,
+        generation: true,
         fields: &["status.replicas"],
         defaults: defaults::replica_set,
         validate: validation::replica_set,
@@ -492,6 +500,7 @@ pub static RESOURCES: &[Resource] = &[
         categories: ALL,
         subresources: &[scale(), status("apps", "v1", "StatefulSet")],
         status: StatusPolicy::Split,
+        generation: true,
         defaults: defaults::stateful_set,
         validate: validation::stateful_set,
         typed: typed::<k8s_openapi::api::apps::v1::StatefulSet>,
@@ -510,6 +519,7 @@ pub static RESOURCES: &[Resource] = &[
         categories: ALL,
         subresources: &[status("apps", "v1", "DaemonSet")],
         status: StatusPolicy::Split,
+        generation: true,
         typed: typed::<k8s_openapi::api::apps::v1::DaemonSet>,
         defaults: defaults::daemon_set,
         validate: validation::daemon_set,
@@ -531,6 +541,7 @@ pub static RESOURCES: &[Resource] = &[
         categories: ALL,
         subresources: &[status("batch", "v1", "Job")],
         status: StatusPolicy::Split,
+        generation: true,
         fields: &["status.successful"],
         typed: typed::<k8s_openapi::api::batch::v1::Job>,
         on_create: job_on_create,
@@ -543,6 +554,7 @@ pub static RESOURCES: &[Resource] = &[
         categories: ALL,
         subresources: &[status("batch", "v1", "CronJob")],
         status: StatusPolicy::Split,
+        generation: true,
         typed: typed::<k8s_openapi::api::batch::v1::CronJob>,
         defaults: defaults::cron_job,
         validate: validation::cron_job,
@@ -601,6 +613,7 @@ pub static RESOURCES: &[Resource] = &[
         categories: ALL,
         subresources: &[status("autoscaling", "v2", "HorizontalPodAutoscaler")],
         status: StatusPolicy::Split,
+        generation: true,
         typed: typed::<k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler>,
         ..res(
             "autoscaling",
@@ -646,6 +659,7 @@ pub static RESOURCES: &[Resource] = &[
         short_names: &["ing"],
         subresources: &[status("networking.k8s.io", "v1", "Ingress")],
         status: StatusPolicy::Split,
+        generation: true,
         typed: typed::<k8s_openapi::api::networking::v1::Ingress>,
         ..res(
             "networking.k8s.io",
@@ -673,6 +687,7 @@ pub static RESOURCES: &[Resource] = &[
         short_names: &["pdb"],
         subresources: &[status("policy", "v1", "PodDisruptionBudget")],
         status: StatusPolicy::Split,
+        generation: true,
         typed: typed::<k8s_openapi::api::policy::v1::PodDisruptionBudget>,
         ..res(
             "policy",
@@ -751,6 +766,7 @@ pub static RESOURCES: &[Resource] = &[
             "CustomResourceDefinition",
         )],
         status: StatusPolicy::Split,
+        generation: true,
         ..res(
             "apiextensions.k8s.io",
             "v1",

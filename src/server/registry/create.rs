@@ -127,7 +127,7 @@ impl Registry {
         let meta_map = meta::metadata_mut(&mut obj);
         meta_map.insert("uid".into(), json!(meta::new_uid()));
         meta_map.insert("creationTimestamp".into(), json!(meta::now_rfc3339()));
-        if tracks_generation(res) {
+        if res.generation {
             meta_map.insert("generation".into(), json!(1));
         }
         (res.on_create)(&mut obj);

@@ -219,20 +219,6 @@ fn store_err(e: StoreError) -> ApiError {
     }
 }
 
-/// Resources whose `metadata.generation` counts spec changes.
-fn tracks_generation(res: &Resource) -> bool {
-    res.status != StatusPolicy::None
-        && !matches!(
-            res.plural,
-            "namespaces"
-                | "nodes"
-                | "services"
-                | "persistentvolumes"
-                | "persistentvolumeclaims"
-                | "resourcequotas"
-        )
-}
-
 /// Whether a resourceVersion given by a client is a number.
 fn parse_rv(rv: &str) -> Result<Revision, ApiError> {
     rv.parse::<Revision>()

@@ -393,7 +393,7 @@ impl Registry {
                 };
             }
         }
-        if tracks_generation(res) && spec_part(&new) != spec_part(old) {
+        if res.generation && spec_part(&new) != spec_part(old) {
             let g = old_meta
                 .get("generation")
                 .and_then(Value::as_i64)
