@@ -207,8 +207,7 @@ async fn handle_inner(
                 )?;
                 let mut opts = delete_options(query, Some(&obj["deleteOptions"]))?;
                 opts.dry_run |= write.dry_run;
-                let d = reg.delete(res, ns, &info.name, &opts).await?;
-                let _ = d;
+                reg.delete(res, ns, &info.name, &opts).await?;
                 Ok(json_response(
                     StatusCode::CREATED,
                     &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),

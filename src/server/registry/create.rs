@@ -65,7 +65,7 @@ impl Registry {
         mut obj: Value,
         opts: &WriteOptions,
     ) -> Result<Value, ApiError> {
-        check_type(res, &obj, res.kind)?;
+        check_type(res, &obj)?;
         let meta_map = meta::metadata_mut(&mut obj);
         let body_ns = meta_map
             .get("namespace")

@@ -226,7 +226,8 @@ fn parse_rv(rv: &str) -> Result<Revision, ApiError> {
 }
 
 /// Checks `apiVersion` and `kind` of a request body against the resource.
-pub fn check_type(res: &Resource, obj: &Value, expected_kind: &str) -> Result<(), ApiError> {
+pub fn check_type(res: &Resource, obj: &Value) -> Result<(), ApiError> {
+    let expected_kind = res.kind;
     if !obj.is_object() {
         return Err(ApiError::bad_request(
             "the body of the request must be a JSON or YAML object",

@@ -69,7 +69,7 @@ impl Registry {
         target: Target,
         opts: &WriteOptions,
     ) -> Result<Value, ApiError> {
-        check_type(res, &obj, res.kind)?;
+        check_type(res, &obj)?;
         let given_rv = meta::meta_str(&obj, "resourceVersion").to_string();
         let body_name = meta::name(&obj);
         if !body_name.is_empty() && body_name != name {
@@ -319,7 +319,7 @@ impl Registry {
         opts: &WriteOptions,
         ownership: Ownership,
     ) -> Result<Value, UpdateError> {
-        check_type(res, &new, res.kind)?;
+        check_type(res, &new)?;
         let mut new = match target {
             Target::Status => {
                 let mut merged = old.clone();
