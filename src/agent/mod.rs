@@ -14,6 +14,8 @@
 
 pub mod containerd;
 pub mod images;
+pub mod layout;
 pub mod logger;
 pub mod netns;
+pub mod pods;
 pub mod runtime;

@@ -1,0 +1,2 @@
+//! Pods on this node: the sync loop that watches the pods bound here and drives each
+//! one towards its spec on containerd, with upstream's lifecycle and status.
