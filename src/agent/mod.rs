@@ -12,6 +12,7 @@
 //!
 //! `k3rs server` runs without an agent until the pod sync loop lands.
 
+pub mod client;
 pub mod containerd;
 pub mod images;
 pub mod layout;
