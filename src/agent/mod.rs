@@ -18,5 +18,6 @@ pub mod images;
 pub mod layout;
 pub mod logger;
 pub mod netns;
+pub mod node;
 pub mod pods;
 pub mod runtime;

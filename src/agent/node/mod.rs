@@ -1,0 +1,412 @@
+//! This node in the API: registers (or updates) the Node object with its labels,
+//! addresses, capacity and nodeInfo; renews its Lease in `kube-node-lease` every 10 s;
+//! re-reads the machine every 10 s and posts the node status when a condition changes,
+//! or once a minute.
+
+pub mod host;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::agent::client::{ApiClient, ClientError, PatchType};
+
+/// How often the Lease is renewed, and the machine re-read.
+pub const HEARTBEAT: Duration = Duration::from_secs(10);
+/// How often the status is posted when nothing changed.
+pub const STATUS_REPORT: Duration = Duration::from_secs(60);
+/// The Lease's duration: four missed renewals.
+pub const LEASE_DURATION_SECONDS: u64 = 40;
+/// Pods a node takes (upstream's default).
+pub const MAX_PODS: u32 = 110;
+
+/// Eviction-style thresholds behind the pressure conditions (upstream's hard defaults).
+const MEMORY_AVAILABLE_MIN: u64 = 100 * 1024 * 1024;
+const DISK_AVAILABLE_MIN_PERCENT: u64 = 10;
+
+/// What the node says about itself.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub name: String,
+    pub node_ip: IpAddr,
+    pub kubelet_port: u16,
+    /// A `k3rs server` node: gets the control-plane role labels.
+    pub control_plane: bool,
+    /// Extra `--node-label`s.
+    pub labels: Vec<(String, String)>,
+    /// Where pod data lives (its filesystem is the node's ephemeral storage).
+    pub data_dir: PathBuf,
+    /// containerd's version, for nodeInfo.
+    pub runtime_version: String,
+}
+
+fn node_path(name: &str) -> String {
+    format!("/api/v1/nodes/{name}")
+}
+
+fn labels(cfg: &NodeConfig) -> serde_json::Map<String, Value> {
+    let mut l = serde_json::Map::new();
+    let arch = host::arch();
+    for (k, v) in [
+        ("beta.kubernetes.io/arch", arch),
+        ("beta.kubernetes.io/os", "linux"),
+        ("kubernetes.io/arch", arch),
+        ("kubernetes.io/hostname", cfg.name.as_str()),
+        ("kubernetes.io/os", "linux"),
+        ("node.kubernetes.io/instance-type", "k3rs"),
+    ] {
+        l.insert(k.into(), v.into());
+    }
+    if cfg.control_plane {
+        l.insert("node-role.kubernetes.io/control-plane".into(), "true".into());
+        l.insert("node-role.kubernetes.io/master".into(), "true".into());
+    }
+    for (k, v) in &cfg.labels {
+        l.insert(k.clone(), v.clone().into());
+    }
+    l
+}
+
+/// Creates the Node, or brings an existing one's labels up to date.
+pub async fn register(client: &ApiClient, cfg: &NodeConfig) -> Result<(), ClientError> {
+    let path = node_path(&cfg.name);
+    let existing: Option<Value> = client.get(&path).await?;
+    match existing {
+        None => {
+            let node = json!({
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": {
+                    "name": cfg.name,
+                    "labels": labels(cfg),
+                    "annotations": {
+                        "node.alpha.kubernetes.io/ttl": "0",
+                        "volumes.kubernetes.io/controller-managed-attach-detach": "true",
+                        "k3rs.io/node-ip": cfg.node_ip.to_string(),
+                    },
+                },
+                "spec": {},
+            });
+            match client.create::<_, Value>("/api/v1/nodes", &node).await {
+                Ok(_) => tracing::info!(node = %cfg.name, "node registered"),
+                Err(e) if e.is_conflict() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Some(_) => {
+            let patch = json!({"metadata": {
+                "labels": labels(cfg),
+                "annotations": {"k3rs.io/node-ip": cfg.node_ip.to_string()},
+            }});
+            client
+                .patch::<Value>(&path, PatchType::Merge, &patch)
+                .await?;
+            tracing::info!(node = %cfg.name, "node already registered; labels updated");
+        }
+    }
+    Ok(())
+}
+
+/// One condition as computed now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Condition {
+    kind: &'static str,
+    status: &'static str,
+    reason: &'static str,
+    message: String,
+}
+
+fn conditions(runtime_ok: bool, cfg: &NodeConfig) -> Vec<Condition> {
+    let (_, mem_avail) = host::memory();
+    let (disk_total, disk_avail) = host::filesystem(&cfg.data_dir);
+    let (pids_running, pid_max) = host::pids();
+    let memory_pressure = mem_avail > 0 && mem_avail < MEMORY_AVAILABLE_MIN;
+    let disk_pressure =
+        disk_total > 0 && disk_avail * 100 < disk_total * DISK_AVAILABLE_MIN_PERCENT;
+    let pid_pressure = pids_running * 100 > pid_max * 90;
+    let c = |kind, pressure: bool, yes: &'static str, no: &'static str, my: &str, mn: &str| {
+        Condition {
+            kind,
+            status: if pressure { "True" } else { "False" },
+            reason: if pressure { yes } else { no },
+            message: if pressure { my } else { mn }.to_string(),
+        }
+    };
+    vec![
+        c(
+            "MemoryPressure",
+            memory_pressure,
+            "KubeletHasInsufficientMemory",
+            "KubeletHasSufficientMemory",
+            "kubelet has insufficient memory available",
+            "kubelet has sufficient memory available",
+        ),
+        c(
+            "DiskPressure",
+            disk_pressure,
+            "KubeletHasDiskPressure",
+            "KubeletHasNoDiskPressure",
+            "kubelet has disk pressure",
+            "kubelet has no disk pressure",
+        ),
+        c(
+            "PIDPressure",
+            pid_pressure,
+            "KubeletHasInsufficientPID",
+            "KubeletHasSufficientPID",
+            "kubelet has insufficient PID available",
+            "kubelet has sufficient PID available",
+        ),
+        if runtime_ok {
+            Condition {
+                kind: "Ready",
+                status: "True",
+                reason: "KubeletReady",
+                message: "kubelet is posting ready status".into(),
+            }
+        } else {
+            Condition {
+                kind: "Ready",
+                status: "False",
+                reason: "KubeletNotReady",
+                message: "container runtime is down".into(),
+            }
+        },
+    ]
+}
+
+fn kib(bytes: u64) -> String {
+    format!("{}Ki", bytes / 1024)
+}
+
+fn status_body(cfg: &NodeConfig, conds: &[Condition], since: &[(String, String)]) -> Value {
+    let now = crate::api::meta::now_rfc3339();
+    let (mem_total, _) = host::memory();
+    let (disk_total, _) = host::filesystem(&cfg.data_dir);
+    let resources = json!({
+        "cpu": host::cpus().to_string(),
+        "ephemeral-storage": kib(disk_total),
+        "hugepages-1Gi": "0",
+        "hugepages-2Mi": "0",
+        "memory": kib(mem_total),
+        "pods": MAX_PODS.to_string(),
+    });
+    let conditions: Vec<Value> = conds
+        .iter()
+        .map(|c| {
+            let transition = since
+                .iter()
+                .find(|(k, s)| k == c.kind && s == c.status)
+                .map(|_| Value::Null)
+                .unwrap_or_else(|| now.clone().into());
+            let mut v = json!({
+                "type": c.kind,
+                "status": c.status,
+                "reason": c.reason,
+                "message": c.message,
+                "lastHeartbeatTime": now,
+            });
+            v["lastTransitionTime"] = if transition.is_null() {
+                Value::Null
+            } else {
+                transition
+            };
+            v
+        })
+        .collect();
+    let version = crate::version::git_version();
+    json!({
+        "addresses": [
+            {"type": "InternalIP", "address": cfg.node_ip.to_string()},
+            {"type": "Hostname", "address": cfg.name},
+        ],
+        "capacity": resources,
+        "allocatable": resources,
+        "conditions": conditions,
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": cfg.kubelet_port}},
+        "nodeInfo": {
+            "architecture": host::arch(),
+            "bootID": host::boot_id(),
+            "containerRuntimeVersion": format!("containerd://{}", cfg.runtime_version),
+            "kernelVersion": host::kernel_version(),
+            "kubeProxyVersion": version,
+            "kubeletVersion": version,
+            "machineID": host::machine_id(),
+            "operatingSystem": "linux",
+            "osImage": host::os_image(),
+            "systemUUID": host::system_uuid(),
+        },
+    })
+}
+
+/// Keeps the Lease and the node status fresh until `shutdown`. `runtime_ok` is asked
+/// each heartbeat whether the container runtime answers.
+pub async fn run<F, Fut>(
+    client: ApiClient,
+    cfg: NodeConfig,
+    mut runtime_ok: F,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let mut last: Option<(Vec<Condition>, Instant)> = None;
+    // (type, status) pairs whose lastTransitionTime is already on the server.
+    let mut posted: Vec<(String, String)> = Vec::new();
+    let mut node_uid: Option<String> = None;
+    loop {
+        let ok = runtime_ok().await;
+        let conds = conditions(ok, &cfg);
+        let due = match &last {
+            None => true,
+            Some((prev, at)) => *prev != conds || at.elapsed() >= STATUS_REPORT,
+        };
+        if due {
+            let mut status = status_body(&cfg, &conds, &posted);
+            // A null lastTransitionTime means "unchanged": keep the server's value.
+            if let Some(list) = status["conditions"].as_array_mut() {
+                if let Ok(Some(node)) = client.get::<Value>(&node_path(&cfg.name)).await {
+                    node_uid = node["metadata"]["uid"].as_str().map(str::to_string);
+                    for c in list.iter_mut() {
+                        if c["lastTransitionTime"].is_null() {
+                            let old = node["status"]["conditions"]
+                                .as_array()
+                                .and_then(|o| o.iter().find(|o| o["type"] == c["type"]))
+                                .map(|o| o["lastTransitionTime"].clone())
+                                .unwrap_or(Value::Null);
+                            c["lastTransitionTime"] = if old.is_null() {
+                                crate::api::meta::now_rfc3339().into()
+                            } else {
+                                old
+                            };
+                        }
+                    }
+                }
+            }
+            let path = format!("{}/status", node_path(&cfg.name));
+            match client
+                .patch::<Value>(&path, PatchType::Merge, &json!({ "status": status }))
+                .await
+            {
+                Ok(_) => {
+                    if last.as_ref().map(|(p, _)| p != &conds).unwrap_or(true) {
+                        tracing::info!(node = %cfg.name, ready = ok, "node status posted");
+                    }
+                    posted = conds
+                        .iter()
+                        .map(|c| (c.kind.to_string(), c.status.to_string()))
+                        .collect();
+                    last = Some((conds, Instant::now()));
+                }
+                Err(e) if e.is_not_found() => {
+                    tracing::warn!(node = %cfg.name, "node object is gone; registering again");
+                    if let Err(e) = register(&client, &cfg).await {
+                        tracing::warn!(error = %e, "cannot register node");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot post node status"),
+            }
+        }
+        if let Err(e) = renew_lease(&client, &cfg.name, node_uid.as_deref()).await {
+            tracing::warn!(error = %e, "cannot renew node lease");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(HEARTBEAT) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// Creates or renews `kube-node-lease/<node>`.
+pub async fn renew_lease(
+    client: &ApiClient,
+    node: &str,
+    node_uid: Option<&str>,
+) -> Result<(), ClientError> {
+    let path = format!("/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{node}");
+    let now = crate::api::meta::now_rfc3339_micro();
+    let existing: Option<Value> = client.get(&path).await?;
+    match existing {
+        Some(mut lease) => {
+            lease["spec"]["renewTime"] = now.into();
+            lease["spec"]["holderIdentity"] = node.into();
+            lease["spec"]["leaseDurationSeconds"] = LEASE_DURATION_SECONDS.into();
+            client.replace::<_, Value>(&path, &lease).await?;
+        }
+        None => {
+            let mut lease = json!({
+                "apiVersion": "coordination.k8s.io/v1",
+                "kind": "Lease",
+                "metadata": {"name": node, "namespace": "kube-node-lease"},
+                "spec": {
+                    "holderIdentity": node,
+                    "leaseDurationSeconds": LEASE_DURATION_SECONDS,
+                    "renewTime": now,
+                },
+            });
+            if let Some(uid) = node_uid {
+                lease["metadata"]["ownerReferences"] = json!([{
+                    "apiVersion": "v1", "kind": "Node", "name": node, "uid": uid,
+                }]);
+            }
+            client
+                .create::<_, Value>(
+                    "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases",
+                    &lease,
+                )
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> NodeConfig {
+        NodeConfig {
+            name: "n1".into(),
+            node_ip: "10.0.0.5".parse().expect("ip"),
+            kubelet_port: 10250,
+            control_plane: true,
+            labels: vec![("tier".into(), "edge".into())],
+            data_dir: PathBuf::from("/"),
+            runtime_version: "1.6.20".into(),
+        }
+    }
+
+    #[test]
+    fn labels_carry_roles_and_platform() {
+        let l = labels(&cfg());
+        assert_eq!(l["kubernetes.io/hostname"], "n1");
+        assert_eq!(l["kubernetes.io/os"], "linux");
+        assert_eq!(l["node-role.kubernetes.io/control-plane"], "true");
+        assert_eq!(l["tier"], "edge");
+    }
+
+    #[test]
+    fn status_has_upstream_shape() {
+        let c = cfg();
+        let conds = conditions(true, &c);
+        let s = status_body(&c, &conds, &[]);
+        assert_eq!(s["addresses"][0]["type"], "InternalIP");
+        assert_eq!(s["addresses"][0]["address"], "10.0.0.5");
+        assert_eq!(s["capacity"]["pods"], "110");
+        assert!(s["capacity"]["memory"].as_str().expect("mem").ends_with("Ki"));
+        assert_eq!(s["daemonEndpoints"]["kubeletEndpoint"]["Port"], 10250);
+        assert_eq!(s["nodeInfo"]["containerRuntimeVersion"], "containerd://1.6.20");
+        let ready = s["conditions"]
+            .as_array()
+            .expect("conditions")
+            .iter()
+            .find(|c| c["type"] == "Ready")
+            .expect("ready");
+        assert_eq!(ready["status"], "True");
+        assert_eq!(ready["reason"], "KubeletReady");
+        let down = conditions(false, &c);
+        assert_eq!(down[3].reason, "KubeletNotReady");
+    }
+}
