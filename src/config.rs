@@ -42,6 +42,8 @@ pub struct ServerConfig {
     pub node_name: String,
     /// Run the control plane without a local agent.
     pub disable_agent: bool,
+    /// Settings of the agent this server runs for its own node.
+    pub agent: AgentSettings,
     /// Where to write the admin kubeconfig.
     pub write_kubeconfig: PathBuf,
     /// File mode of the kubeconfig (default 0600).
@@ -63,6 +65,14 @@ impl ServerConfig {
         Some(nth_address(addr, prefix, 1))
     }
 
+    /// The cluster DNS service IP: the tenth address of the (first) service CIDR, e.g.
+    /// 10.43.0.10 (k3s's default).
+    pub fn cluster_dns(&self) -> Option<IpAddr> {
+        let first = self.service_cidr.split(',').next()?;
+        let (addr, prefix) = parse_cidr(first.trim()).ok()?;
+        Some(nth_address(addr, prefix, 10))
+    }
+
     /// The tracing level these flags ask for (`RUST_LOG` overrides it in main).
     pub fn log_level(&self) -> tracing::Level {
         match (self.debug, self.verbosity) {
@@ -73,12 +83,57 @@ impl ServerConfig {
     }
 }
 
+/// Node settings shared by `k3rs server` (its own node) and `k3rs agent`.
+#[derive(Clone, Debug)]
+pub struct AgentSettings {
+    /// `--node-ip`: the node's InternalIP (default: the default route's interface address).
+    pub node_ip: Option<IpAddr>,
+    /// `--node-label key=value` pairs, in order.
+    pub node_labels: Vec<(String, String)>,
+    /// `--container-runtime-endpoint`: use this containerd instead of our own.
+    pub container_runtime_endpoint: Option<String>,
+    /// The kubelet endpoint's port (10250).
+    pub kubelet_port: u16,
+    /// Runtime state: containerd socket, pod network namespaces (`/run/k3rs`).
+    pub run_dir: PathBuf,
+    /// Container logs (`/var/log/pods`).
+    pub pod_log_dir: PathBuf,
+}
+
+impl Default for AgentSettings {
+    fn default() -> Self {
+        AgentSettings {
+            node_ip: None,
+            node_labels: Vec::new(),
+            container_runtime_endpoint: None,
+            kubelet_port: 10250,
+            run_dir: PathBuf::from("/run/k3rs"),
+            pod_log_dir: PathBuf::from("/var/log/pods"),
+        }
+    }
+}
+
+/// Everything `k3rs agent` needs (joining with a token comes later: for now the agent
+/// reaches the server with a kubeconfig).
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    pub data_dir: PathBuf,
+    pub node_name: String,
+    pub kubeconfig: PathBuf,
+    pub cluster_dns: Vec<String>,
+    pub cluster_domain: String,
+    pub settings: AgentSettings,
+    pub debug: bool,
+}
+
 /// What the command line asks k3rs to do.
 #[derive(Debug)]
 #[allow(clippy::large_enum_variant)] // built once per process
 pub enum Command {
     /// `k3rs server`.
     Server(ServerConfig),
+    /// `k3rs agent`.
+    Agent(AgentConfig),
     /// `k3rs version` or `k3rs --version`.
     Version,
     /// A subcommand that this build does not implement yet (`agent`, `token`, ...).
@@ -211,9 +266,8 @@ enum Sub {
     Server(ServerArgs),
     /// Print the version
     Version,
-    /// Run node agent (not available yet)
-    #[command(disable_help_flag = true)]
-    Agent(Passthrough),
+    /// Run node agent
+    Agent(AgentArgs),
     /// Manage bootstrap tokens (not available yet)
     #[command(disable_help_flag = true)]
     Token(Passthrough),
@@ -320,6 +374,8 @@ struct ServerArgs {
     #[arg(long, env = "K3RS_DISABLE_AGENT", num_args = 0..=1, require_equals = true,
           default_missing_value = "true", value_name = "BOOL")]
     disable_agent: Option<String>,
+    #[command(flatten)]
+    node: NodeArgs,
     /// Write kubeconfig for admin client to this file (default: /etc/k3rs/k3rs.yaml, or
     /// ${HOME}/.kube/k3rs.yaml if not root)
     #[arg(short = 'o', long, env = "K3RS_KUBECONFIG_OUTPUT", value_name = "FILE")]
@@ -332,6 +388,169 @@ struct ServerArgs {
         value_name = "MODE"
     )]
     write_kubeconfig_mode: String,
+}
+
+/// Node flags of both `server` and `agent` (k3s's names).
+#[derive(clap::Args, Debug)]
+struct NodeArgs {
+    /// IPv4/IPv6 addresses to advertise for node
+    #[arg(short = 'i', long, env = "K3RS_NODE_IP", value_name = "IP")]
+    node_ip: Option<String>,
+    /// Registering and starting kubelet with set of labels
+    #[arg(long, env = "K3RS_NODE_LABEL", action = ArgAction::Append, value_name = "KEY=VALUE")]
+    node_label: Vec<String>,
+    /// Disable embedded containerd and use the CRI socket at the given path
+    #[arg(long, env = "K3RS_CONTAINER_RUNTIME_ENDPOINT", value_name = "PATH")]
+    container_runtime_endpoint: Option<String>,
+    /// Port of the node's kubelet endpoint (logs, exec, port-forward)
+    #[arg(
+        long,
+        env = "K3RS_KUBELET_PORT",
+        default_value = "10250",
+        value_name = "PORT",
+        hide = true
+    )]
+    kubelet_port: String,
+    /// Directory for runtime state: containerd socket, pod network namespaces
+    #[arg(
+        long,
+        env = "K3RS_RUN_DIR",
+        default_value = "/run/k3rs",
+        value_name = "DIR",
+        hide = true
+    )]
+    run_dir: String,
+    /// Directory for container logs
+    #[arg(
+        long,
+        env = "K3RS_POD_LOG_DIR",
+        default_value = "/var/log/pods",
+        value_name = "DIR",
+        hide = true
+    )]
+    pod_log_dir: String,
+}
+
+/// The raw `agent` flags.
+#[derive(clap::Args, Debug)]
+struct AgentArgs {
+    /// Kubeconfig with the node's credentials for the server (until token join lands)
+    #[arg(long, env = "K3RS_KUBECONFIG", value_name = "FILE")]
+    kubeconfig: Option<String>,
+    /// Folder to hold state (default: /var/lib/k3rs or ${HOME}/.k3rs if not root)
+    #[arg(short = 'd', long, env = "K3RS_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<String>,
+    /// Node name (default: the hostname, lower-cased)
+    #[arg(long, env = "K3RS_NODE_NAME", value_name = "NAME")]
+    node_name: Option<String>,
+    /// IPv4 Cluster IP for coredns service
+    #[arg(
+        long,
+        env = "K3RS_CLUSTER_DNS",
+        default_value = "10.43.0.10",
+        value_name = "IP"
+    )]
+    cluster_dns: String,
+    /// Cluster Domain
+    #[arg(
+        long,
+        env = "K3RS_CLUSTER_DOMAIN",
+        default_value = "cluster.local",
+        value_name = "DOMAIN"
+    )]
+    cluster_domain: String,
+    /// Turn on debug logs
+    #[arg(long, env = "K3RS_DEBUG", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_name = "BOOL")]
+    debug: Option<String>,
+    #[command(flatten)]
+    node: NodeArgs,
+}
+
+fn resolve_node(a: NodeArgs, host: &Host) -> Result<AgentSettings, ConfigError> {
+    let nonempty = |o: Option<String>| o.map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+    let node_ip = match nonempty(a.node_ip) {
+        Some(v) => Some(check("node-ip", &v, parse_ip)?),
+        None => None,
+    };
+    let mut node_labels = Vec::new();
+    for l in a
+        .node_label
+        .iter()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+    {
+        node_labels.push(check("node-label", l, parse_label)?);
+    }
+    Ok(AgentSettings {
+        node_ip,
+        node_labels,
+        container_runtime_endpoint: nonempty(a.container_runtime_endpoint),
+        kubelet_port: check("kubelet-port", a.kubelet_port.trim(), parse_port)?,
+        run_dir: host.cwd.join(a.run_dir.trim()),
+        pod_log_dir: host.cwd.join(a.pod_log_dir.trim()),
+    })
+}
+
+/// `--node-name`, or the hostname lower-cased.
+fn resolve_node_name(flag: Option<String>, host: &Host) -> Result<String, ConfigError> {
+    match flag {
+        Some(n) => check("node-name", &n, parse_dns_name),
+        None => {
+            let h = host.hostname.trim().to_lowercase();
+            parse_dns_name(&h).map_err(|reason| {
+                ConfigError::Other(format!(
+                    "hostname \"{h}\" is not a valid node name ({reason}); set --node-name"
+                ))
+            })
+        }
+    }
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| "must be key=value".to_string())?;
+    let bad = |c: char| !(c.is_ascii_alphanumeric() || "-_./".contains(c));
+    if k.is_empty() || k.chars().any(bad) || v.chars().any(bad) || v.len() > 63 {
+        return Err("not a valid label key=value".into());
+    }
+    Ok((k.to_string(), v.to_string()))
+}
+
+fn resolve_agent(a: AgentArgs, host: &Host) -> Result<AgentConfig, ConfigError> {
+    let nonempty = |o: Option<String>| o.map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+    let data_dir = match nonempty(a.data_dir) {
+        Some(d) => host.cwd.join(d),
+        None if host.root => PathBuf::from("/var/lib/k3rs"),
+        None => host
+            .home
+            .clone()
+            .ok_or_else(|| {
+                ConfigError::Other("cannot determine the home directory; pass --data-dir".into())
+            })?
+            .join(".k3rs"),
+    };
+    let kubeconfig = match nonempty(a.kubeconfig) {
+        Some(k) => host.cwd.join(k),
+        None => data_dir.join("agent").join("kubelet.kubeconfig"),
+    };
+    let node_name = resolve_node_name(nonempty(a.node_name), host)?;
+    let cluster_dns = check("cluster-dns", a.cluster_dns.trim(), parse_ip)?;
+    let cluster_domain = check("cluster-domain", a.cluster_domain.trim(), parse_dns_name)?;
+    let debug = match nonempty(a.debug) {
+        Some(v) => check("debug", &v, parse_bool)?,
+        None => false,
+    };
+    Ok(AgentConfig {
+        data_dir,
+        node_name,
+        kubeconfig,
+        cluster_dns: vec![cluster_dns.to_string()],
+        cluster_domain,
+        settings: resolve_node(a.node, host)?,
+        debug,
+    })
 }
 
 fn cli_command() -> clap::Command {
@@ -362,7 +581,7 @@ pub fn parse_with(args: Vec<OsString>, host: &Host) -> Result<Command, ConfigErr
     let server = match cli.sub {
         Sub::Server(a) => a,
         Sub::Version => return Ok(Command::Version),
-        Sub::Agent(_) => return Ok(Command::NotAvailable("agent")),
+        Sub::Agent(a) => return resolve_agent(a, host).map(Command::Agent),
         Sub::Token(_) => return Ok(Command::NotAvailable("token")),
         Sub::Certificate(_) => return Ok(Command::NotAvailable("certificate")),
         Sub::CheckConfig => return Ok(Command::CheckConfig),
@@ -415,6 +634,9 @@ fn validate(flag: &str, value: &str) -> Result<(), String> {
         "cluster-cidr" | "service-cidr" => parse_cidr_list(value).map(drop),
         "cluster-domain" => parse_dns_name(value).map(drop),
         "node-name" => parse_dns_name(value).map(drop),
+        "node-ip" => parse_ip(value).map(drop),
+        "node-label" => parse_label(value).map(drop),
+        "kubelet-port" => parse_port(value).map(drop),
         "write-kubeconfig-mode" => parse_mode(value).map(drop),
         "debug" | "disable-agent" => parse_bool(value).map(drop),
         "v" => parse_verbosity(value).map(drop),
@@ -493,21 +715,12 @@ fn resolve_server(
         (None, None) => None,
     };
 
-    let node_name = match nonempty(a.node_name) {
-        Some(n) => check("node-name", &n, parse_dns_name)?,
-        None => {
-            let h = host.hostname.trim().to_lowercase();
-            parse_dns_name(&h).map_err(|reason| {
-                ConfigError::Other(format!(
-                    "hostname \"{h}\" is not a valid node name ({reason}); set --node-name"
-                ))
-            })?
-        }
-    };
+    let node_name = resolve_node_name(nonempty(a.node_name), host)?;
     let disable_agent = match nonempty(a.disable_agent) {
         Some(v) => check("disable-agent", &v, parse_bool)?,
         None => false,
     };
+    let agent = resolve_node(a.node, host)?;
     let debug = match nonempty(a.debug) {
         Some(v) => check("debug", &v, parse_bool)?,
         None => false,
@@ -534,6 +747,7 @@ fn resolve_server(
         token,
         node_name,
         disable_agent,
+        agent,
         write_kubeconfig,
         write_kubeconfig_mode,
         debug,

@@ -51,20 +51,33 @@ fn main() -> ExitCode {
             }
             exec_tool("ctr", &args, env)
         }
+        Command::Agent(cfg) => {
+            init_tracing(if cfg.debug {
+                tracing::Level::DEBUG
+            } else {
+                tracing::Level::INFO
+            });
+            block_on(k3rs::agent::run_standalone(cfg))
+        }
         Command::Server(cfg) => {
             init_tracing(cfg.log_level());
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => return fail(&anyhow::Error::new(e).context("starting the runtime")),
-            };
-            match runtime.block_on(k3rs::server::run(cfg)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => fail(&e),
-            }
+            block_on(k3rs::server::run(cfg))
         }
+    }
+}
+
+/// Runs a mode's main future on a multi-threaded runtime; errors become one line.
+fn block_on(mode: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(&anyhow::Error::new(e).context("starting the runtime")),
+    };
+    match runtime.block_on(mode) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
     }
 }
 

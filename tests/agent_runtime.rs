@@ -50,24 +50,7 @@ extern "C" fn logger_hook() {
 }
 
 fn require_environment() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        panic!(
-            "agent_runtime tests need root (they run containerd, mount snapshots and create \
-             network namespaces): run them as root, e.g. `sudo -E cargo test --test agent_runtime`; \
-             CI (.ci/run) runs them as root"
-        );
-    }
-    for bin in ["containerd", "containerd-shim-runc-v2", "runc"] {
-        let found = std::env::var_os("PATH")
-            .map(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
-            .unwrap_or(false);
-        assert!(
-            found,
-            "{bin} is not on PATH: install containerd and runc (`apt-get install containerd runc`)"
-        );
-    }
-    images::busybox();
+    images::require_agent_environment("agent_runtime");
 }
 
 /// A containerd of our own on temp dirs, plus the runtime on top.

@@ -70,8 +70,14 @@ mod tests {
     #[test]
     fn container_ids_are_stable_and_short() {
         let a = container_id("6a1f6f3e-0000-4000-8000-000000000001", "web", 0);
-        assert_eq!(a, container_id("6a1f6f3e-0000-4000-8000-000000000001", "web", 0));
-        assert_ne!(a, container_id("6a1f6f3e-0000-4000-8000-000000000001", "web", 1));
+        assert_eq!(
+            a,
+            container_id("6a1f6f3e-0000-4000-8000-000000000001", "web", 0)
+        );
+        assert_ne!(
+            a,
+            container_id("6a1f6f3e-0000-4000-8000-000000000001", "web", 1)
+        );
         assert_eq!(a.len(), 64);
         assert!(a.bytes().all(|b| b.is_ascii_hexdigit()));
     }

@@ -1,16 +1,18 @@
-//! The node agent: registration, pod sync, containerd runtime. What exists so far is
-//! the container runtime layer the pod sync loop will drive:
+//! The node agent (the kubelet of k3rs): it starts or connects to containerd, registers
+//! the node and keeps its status and Lease fresh, imports image tarballs, and runs the
+//! pods bound to this node.
 //!
+//! - [`client`]: the HTTPS client for the API server.
+//! - [`node`]: Node registration, status, Lease.
+//! - [`pods`]: the pod sync loop and per-pod workers (lifecycle, status, volumes).
 //! - [`containerd`]: our supervised containerd child (or an external one) and the
 //!   gRPC client every other part uses (namespace `k8s.io`, leases, snapshotter).
-//! - [`images`]: image tarball import (OCI layout, docker save) into the content
-//!   store, naming, unpacking for this platform, image config lookup.
+//! - [`images`]: image tarball import (OCI layout, docker save), naming, unpacking.
 //! - [`runtime`]: containers and their tasks (OCI spec, create, start, wait, kill,
 //!   stop, remove, list for adoption).
 //! - [`logger`]: the shim-side CRI log writer (the k3rs binary run by the runc shim).
 //! - [`netns`]: pod network namespaces held by bind mounts under /run/k3rs/netns.
-//!
-//! `k3rs server` runs without an agent until the pod sync loop lands.
+//! - [`layout`]: labels and paths the parts agree on.
 
 pub mod client;
 pub mod containerd;
@@ -21,3 +23,160 @@ pub mod netns;
 pub mod node;
 pub mod pods;
 pub mod runtime;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::watch;
+
+use crate::config::AgentSettings;
+
+/// What one agent runs with (from `k3rs server` for its own node, or `k3rs agent`).
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    /// The data dir; the agent keeps its state in `<data_dir>/agent`.
+    pub data_dir: PathBuf,
+    pub node_name: String,
+    /// Credentials for the API server.
+    pub kubeconfig: PathBuf,
+    /// This node also runs the control plane.
+    pub control_plane: bool,
+    pub cluster_dns: Vec<String>,
+    pub cluster_domain: String,
+    pub settings: AgentSettings,
+}
+
+/// Runs the agent until `shutdown`. Containers keep running when it stops; the next
+/// start adopts them.
+pub async fn run(opts: AgentOptions, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let agent_dir = opts.data_dir.join("agent");
+    let images_dir = agent_dir.join("images");
+    std::fs::create_dir_all(&images_dir)
+        .with_context(|| format!("creating {}", images_dir.display()))?;
+    let s = &opts.settings;
+
+    let ctrd_config = containerd::SupervisorConfig::new(&opts.data_dir).with_run_dir(&s.run_dir);
+    let runc_root = ctrd_config.runc_root();
+    let ctrd = containerd::Containerd::start(ctrd_config, s.container_runtime_endpoint.as_deref())
+        .await
+        .context("container runtime")?;
+    let ctrd_client = ctrd.client();
+    let runtime_version = ctrd_client
+        .version()
+        .await
+        .context("asking containerd for its version")?;
+    let logger = std::env::current_exe().context("finding the k3rs executable")?;
+    let runtime = runtime::Runtime::new(
+        ctrd_client.clone(),
+        &logger,
+        s.container_runtime_endpoint
+            .is_none()
+            .then_some(runc_root.as_path()),
+    );
+
+    for (path, result) in images::import_dir(&ctrd_client, &images_dir).await {
+        match result {
+            Ok(imported) => {
+                for i in imported {
+                    tracing::info!(image = %i.name, file = %path.display(), "image imported");
+                }
+            }
+            Err(e) => tracing::warn!(file = %path.display(), error = %e, "cannot import image"),
+        }
+    }
+
+    let config = client::load_kubeconfig(&opts.kubeconfig)?;
+    let api = client::ApiClient::new(
+        config,
+        &format!("k3rs-agent/{}", crate::version::git_version()),
+    )?;
+    let node_ip = s.node_ip.unwrap_or_else(node::host::default_node_ip);
+    let node_cfg = node::NodeConfig {
+        name: opts.node_name.clone(),
+        node_ip,
+        kubelet_port: s.kubelet_port,
+        control_plane: opts.control_plane,
+        labels: s.node_labels.clone(),
+        data_dir: opts.data_dir.clone(),
+        runtime_version,
+    };
+    let mut shutdown_wait = shutdown.clone();
+    loop {
+        match node::register(&api, &node_cfg).await {
+            Ok(()) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot register the node yet; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                    _ = shutdown_wait.changed() => {
+                        ctrd.shutdown().await;
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+
+    let health_client = ctrd_client.clone();
+    let node_task = tokio::spawn(node::run(
+        api.clone(),
+        node_cfg,
+        move || {
+            let c = health_client.clone();
+            async move { c.version().await.is_ok() }
+        },
+        shutdown.clone(),
+    ));
+    let ctx = Arc::new(pods::PodContext {
+        client: api.clone(),
+        runtime: runtime.clone(),
+        node_name: opts.node_name.clone(),
+        node_ip: node_ip.to_string(),
+        agent_dir: agent_dir.clone(),
+        log_dir: s.pod_log_dir.clone(),
+        netns_dir: s.run_dir.join("netns"),
+        cluster_dns: opts.cluster_dns.clone(),
+        cluster_domain: opts.cluster_domain.clone(),
+    });
+    let pods_task = tokio::spawn(pods::run(ctx, shutdown.clone()));
+    tracing::info!(node = %opts.node_name, ip = %node_ip, "agent is running");
+
+    let mut shutdown = shutdown;
+    while !*shutdown.borrow() {
+        if shutdown.changed().await.is_err() {
+            break;
+        }
+    }
+    let _ = pods_task.await;
+    let _ = node_task.await;
+    ctrd.shutdown().await;
+    tracing::info!("agent stopped");
+    Ok(())
+}
+
+/// `k3rs agent`: runs until SIGTERM/SIGINT.
+pub async fn run_standalone(cfg: crate::config::AgentConfig) -> anyhow::Result<()> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        crate::server::wait_for_signal().await;
+        tracing::info!("shutting down");
+        crate::notify::stopping();
+        let _ = tx.send(true);
+    });
+    crate::notify::ready("agent started");
+    run(
+        AgentOptions {
+            data_dir: cfg.data_dir,
+            node_name: cfg.node_name,
+            kubeconfig: cfg.kubeconfig,
+            control_plane: false,
+            cluster_dns: cfg.cluster_dns,
+            cluster_domain: cfg.cluster_domain,
+            settings: cfg.settings,
+        },
+        rx,
+    )
+    .await
+}

@@ -39,7 +39,7 @@ pub async fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     result
 }
 
-async fn wait_for_signal() {
+pub(crate) async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     match (
         signal(SignalKind::terminate()),
@@ -134,11 +134,64 @@ pub async fn run_until(
     state.ready.store(true, Ordering::Relaxed);
     tracing::info!(url = %server_url, kubeconfig = %cfg.write_kubeconfig.display(), "k3rs server is up and running");
     crate::notify::ready(&format!("API serving at {server_url}"));
-    if cfg.disable_agent {
+    let agent = if cfg.disable_agent {
         tracing::info!("agent disabled: this server runs no workloads");
-    }
+        None
+    } else {
+        let agent_dir = cfg.data_dir.join("agent");
+        let kubeconfig = agent_dir.join("kubelet.kubeconfig");
+        // The local agent reaches the API over loopback with its own credentials.
+        let local_url = format!("https://127.0.0.1:{}", local.port());
+        pki::write_private(
+            &kubeconfig,
+            pki::admin_kubeconfig(&local_url, &pki).as_bytes(),
+            0o600,
+        )
+        .context("writing the agent's kubeconfig")?;
+        let opts = crate::agent::AgentOptions {
+            data_dir: cfg.data_dir.clone(),
+            node_name: cfg.node_name.clone(),
+            kubeconfig,
+            control_plane: true,
+            cluster_dns: cfg
+                .cluster_dns()
+                .map(|ip| vec![ip.to_string()])
+                .unwrap_or_default(),
+            cluster_domain: cfg.cluster_domain.clone(),
+            settings: cfg.agent.clone(),
+        };
+        Some(tokio::spawn(crate::agent::run(opts, shutdown.clone())))
+    };
 
-    let _ = server.await;
+    let result = match agent {
+        None => {
+            let _ = server.await;
+            Ok(())
+        }
+        Some(mut agent) => {
+            let mut server = server;
+            tokio::select! {
+                _ = &mut server => {
+                    let _ = agent.await;
+                    Ok(())
+                }
+                r = &mut agent => {
+                    // The agent ended on its own: a start-up failure (no containerd...).
+                    let r = match r {
+                        Ok(Ok(())) => Ok(()),
+                        Ok(Err(e)) => Err(e.context("agent")),
+                        Err(e) => Err(anyhow::anyhow!("agent panicked: {e}")),
+                    };
+                    if r.is_err() {
+                        server.abort();
+                    } else {
+                        let _ = server.await;
+                    }
+                    r
+                }
+            }
+        }
+    };
     for c in controllers {
         c.abort();
     }
@@ -147,5 +200,5 @@ pub async fn run_until(
         .await
         .map_err(|e| anyhow::anyhow!("closing the datastore: {e}"))?;
     tracing::info!("stopped");
-    Ok(())
+    result
 }

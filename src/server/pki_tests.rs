@@ -293,6 +293,7 @@ fn sans_for_server_config() {
         token: None,
         node_name: "pi-1".into(),
         disable_agent: false,
+        agent: Default::default(),
         write_kubeconfig: "/x/k.yaml".into(),
         write_kubeconfig_mode: 0o600,
         debug: false,

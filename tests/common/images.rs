@@ -317,3 +317,26 @@ pub fn write_docker_archive(path: &Path, repo_tag: &str, gzip_archive: bool) -> 
         config_digest,
     }
 }
+
+/// Fails loudly unless this is root with containerd, runc and busybox-static: what every
+/// test that runs real containers needs. `test` names the test file for the hint.
+pub fn require_agent_environment(test: &str) {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        panic!(
+            "{test} tests need root (they run containerd, mount snapshots and create \
+             network namespaces): run them as root, e.g. `sudo -E cargo test --test {test}`; \
+             CI (.ci/run) runs them as root"
+        );
+    }
+    for bin in ["containerd", "containerd-shim-runc-v2", "runc"] {
+        let found = std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
+            .unwrap_or(false);
+        assert!(
+            found,
+            "{bin} is not on PATH: install containerd and runc (`apt-get install containerd runc`)"
+        );
+    }
+    busybox();
+}

@@ -55,6 +55,8 @@ pub struct Server {
     pub kubectl_bin: String,
     child: Option<Child>,
     extra_args: Vec<String>,
+    /// Runs the embedded agent (root, containerd); see [`Server::start_with_agent`].
+    agent: bool,
 }
 
 /// Result of a kubectl run.
@@ -104,16 +106,62 @@ impl Server {
 
     /// Starts a server with extra flags.
     pub fn start_with(extra: &[&str]) -> Server {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut s = Server {
-            dir,
+        let mut s = Server::unstarted(extra, false);
+        s.spawn();
+        s
+    }
+
+    fn unstarted(extra: &[&str], agent: bool) -> Server {
+        Server {
+            dir: tempfile::tempdir().expect("tempdir"),
             port: free_port(),
             kubectl_bin: "kubectl".into(),
             child: None,
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
-        };
+            agent,
+        }
+    }
+
+    /// Starts a server with its embedded agent: a containerd of its own under a private
+    /// run dir, logs in the test dir, the kubelet endpoint on a free port, node IP
+    /// 127.0.0.1. `before_start` gets the data dir first (to drop image tarballs into
+    /// `<data-dir>/agent/images`). Then waits until the node is Ready.
+    pub fn start_with_agent(extra: &[&str], before_start: impl FnOnce(&Path)) -> Server {
+        let mut s = Server::unstarted(extra, true);
+        std::fs::create_dir_all(s.data_dir().join("agent").join("images")).expect("images dir");
+        before_start(&s.data_dir());
         s.spawn();
+        s.wait_node_ready();
         s
+    }
+
+    /// The agent's run dir (containerd socket, pod network namespaces).
+    pub fn run_dir(&self) -> PathBuf {
+        self.dir.path().join("run")
+    }
+
+    /// Where the agent writes container logs.
+    pub fn pod_log_dir(&self) -> PathBuf {
+        self.dir.path().join("pods-logs")
+    }
+
+    /// Waits until `kubectl get node test-node` says Ready.
+    pub fn wait_node_ready(&self) {
+        let ok = eventually(120, || {
+            let r = self.kubectl(&[
+                "get",
+                "node",
+                "test-node",
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+            ]);
+            r.code == 0 && r.stdout.trim() == "True"
+        });
+        assert!(
+            ok,
+            "node test-node not Ready after 120s; log:\n{}",
+            self.log()
+        );
     }
 
     /// The data dir.
@@ -147,7 +195,6 @@ impl Server {
                 "127.0.0.1",
                 "--https-listen-port",
                 &self.port.to_string(),
-                "--disable-agent",
                 "--node-name",
                 "test-node",
             ])
@@ -157,7 +204,26 @@ impl Server {
             .env("RUST_LOG", "info")
             .env_remove("K3RS_TOKEN")
             .env("K3RS_CONFIG_FILE", self.dir.path().join("config.yaml"));
+        if self.agent {
+            c.arg("--run-dir")
+                .arg(self.run_dir())
+                .arg("--pod-log-dir")
+                .arg(self.pod_log_dir())
+                .args(["--node-ip", "127.0.0.1"])
+                .args(["--kubelet-port", &self.kubelet_port().to_string()]);
+        } else {
+            c.arg("--disable-agent");
+        }
         c
+    }
+
+    /// The kubelet endpoint's port (derived from the API port, so restarts keep it).
+    pub fn kubelet_port(&self) -> u16 {
+        if self.port > 20000 {
+            self.port - 10000
+        } else {
+            self.port + 10000
+        }
     }
 
     fn spawn(&mut self) {
@@ -338,6 +404,30 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        if self.agent && self.child.is_some() {
+            // Let the agent stop and remove every pod's containers, then stop it (and its
+            // containerd) so nothing of the test stays behind.
+            let _ = self.kubectl(&[
+                "delete",
+                "pods",
+                "--all",
+                "--all-namespaces",
+                "--grace-period=1",
+                "--timeout=60s",
+            ]);
+            if let Some(c) = self.child.as_ref() {
+                unsafe {
+                    libc::kill(c.id() as i32, libc::SIGTERM);
+                }
+            }
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while let Some(c) = self.child.as_mut() {
+                if matches!(c.try_wait(), Ok(Some(_))) || Instant::now() > deadline {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();

@@ -101,10 +101,10 @@ fn parse(text: &str, base: &Path) -> Result<Kubeconfig, String> {
         .strip_prefix("https://")
         .ok_or_else(|| format!("server {server:?} is not an https:// URL"))?;
     let authority = rest.split('/').next().unwrap_or_default();
-    let (host, port) = split_host_port(authority)
-        .ok_or_else(|| format!("server {server:?} has no valid host"))?;
-    let server_name = ServerName::try_from(host.clone())
-        .map_err(|e| format!("server host {host:?}: {e}"))?;
+    let (host, port) =
+        split_host_port(authority).ok_or_else(|| format!("server {server:?} has no valid host"))?;
+    let server_name =
+        ServerName::try_from(host.clone()).map_err(|e| format!("server host {host:?}: {e}"))?;
     Ok(Kubeconfig {
         server,
         host,
@@ -172,7 +172,10 @@ mod tests {
             Some(("127.0.0.1".into(), 6443))
         );
         assert_eq!(split_host_port("[::1]:6443"), Some(("::1".into(), 6443)));
-        assert_eq!(split_host_port("k3rs.local"), Some(("k3rs.local".into(), 443)));
+        assert_eq!(
+            split_host_port("k3rs.local"),
+            Some(("k3rs.local".into(), 443))
+        );
         assert_eq!(split_host_port(""), None);
     }
 

@@ -139,6 +139,7 @@ impl ApiClient {
             .await
             .map_err(|e| err(format!("TLS handshake: {e}")))?;
         let (send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(hyper_util::rt::TokioTimer::new())
             .keep_alive_interval(Duration::from_secs(30))
             .keep_alive_timeout(Duration::from_secs(20))
             .handshake(TokioIo::new(tls))

@@ -60,7 +60,10 @@ fn labels(cfg: &NodeConfig) -> serde_json::Map<String, Value> {
         l.insert(k.into(), v.into());
     }
     if cfg.control_plane {
-        l.insert("node-role.kubernetes.io/control-plane".into(), "true".into());
+        l.insert(
+            "node-role.kubernetes.io/control-plane".into(),
+            "true".into(),
+        );
         l.insert("node-role.kubernetes.io/master".into(), "true".into());
     }
     for (k, v) in &cfg.labels {
@@ -126,14 +129,13 @@ fn conditions(runtime_ok: bool, cfg: &NodeConfig) -> Vec<Condition> {
     let disk_pressure =
         disk_total > 0 && disk_avail * 100 < disk_total * DISK_AVAILABLE_MIN_PERCENT;
     let pid_pressure = pids_running * 100 > pid_max * 90;
-    let c = |kind, pressure: bool, yes: &'static str, no: &'static str, my: &str, mn: &str| {
-        Condition {
+    let c =
+        |kind, pressure: bool, yes: &'static str, no: &'static str, my: &str, mn: &str| Condition {
             kind,
             status: if pressure { "True" } else { "False" },
             reason: if pressure { yes } else { no },
             message: if pressure { my } else { mn }.to_string(),
-        }
-    };
+        };
     vec![
         c(
             "MemoryPressure",
@@ -395,9 +397,15 @@ mod tests {
         assert_eq!(s["addresses"][0]["type"], "InternalIP");
         assert_eq!(s["addresses"][0]["address"], "10.0.0.5");
         assert_eq!(s["capacity"]["pods"], "110");
-        assert!(s["capacity"]["memory"].as_str().expect("mem").ends_with("Ki"));
+        assert!(s["capacity"]["memory"]
+            .as_str()
+            .expect("mem")
+            .ends_with("Ki"));
         assert_eq!(s["daemonEndpoints"]["kubeletEndpoint"]["Port"], 10250);
-        assert_eq!(s["nodeInfo"]["containerRuntimeVersion"], "containerd://1.6.20");
+        assert_eq!(
+            s["nodeInfo"]["containerRuntimeVersion"],
+            "containerd://1.6.20"
+        );
         let ready = s["conditions"]
             .as_array()
             .expect("conditions")

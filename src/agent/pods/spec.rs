@@ -60,5 +60,8 @@ pub fn container_spec(
 }
 
 pub fn termination_message_path(pod_dir: &Path, container: &str) -> PathBuf {
-    pod_dir.join("containers").join(container).join("termination-log")
+    pod_dir
+        .join("containers")
+        .join(container)
+        .join("termination-log")
 }
