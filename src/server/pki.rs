@@ -1,8 +1,8 @@
 //! The cluster's certificates: the two CAs (server CA that signs the serving certificate, client
 //! CA that signs client certificates), the API serving certificate, the admin client
 //! certificate and the API server's client certificate for kubelets, kept as PEM files under
-//! `<data-dir>/server/tls` with k3s's file names. The files of the agent embedded in
-//! `k3rs server` are written by [`write_local_agent_files`] (pki_agent.rs).
+//! `<data-dir>/server/tls` with k3s's file names. The kubeconfigs and the files of the agent
+//! embedded in `k3rs server` are written by pki_client_files.rs.
 //!
 //! CAs are created once and never replaced automatically: a CA that cannot be read is an error
 //! for a human to resolve, because replacing it would silently cut off every node and kubeconfig.
@@ -533,68 +533,6 @@ pub fn client_identity(cert_der: &[u8]) -> Option<(String, Vec<String>)> {
     Some((user, groups))
 }
 
-/// Admin kubeconfig YAML for `server_url` (e.g. https://127.0.0.1:6443), laid out like k3s's
-/// k3s.yaml: one cluster, user and context, all named `default`.
-pub fn admin_kubeconfig(server_url: &str, pki: &Pki) -> String {
-    let names = KubeconfigNames {
-        cluster: "default",
-        user: "default",
-        context: "default",
-        namespace: None,
-    };
-    kubeconfig_yaml(
-        server_url,
-        &pki.server_ca_pem,
-        &pki.admin_cert_pem,
-        &pki.admin_key_pem,
-        &names,
-    )
-}
-
-/// The names inside a one-cluster kubeconfig.
-struct KubeconfigNames<'a> {
-    cluster: &'a str,
-    user: &'a str,
-    context: &'a str,
-    namespace: Option<&'a str>,
-}
-
-/// A one-cluster, one-user kubeconfig with the certificates embedded as data.
-fn kubeconfig_yaml(
-    server_url: &str,
-    ca_pem: &str,
-    cert_pem: &str,
-    key_pem: &str,
-    n: &KubeconfigNames<'_>,
-) -> String {
-    use base64::Engine;
-    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
-    // A JSON string is a valid YAML double-quoted scalar, whatever the URL contains.
-    let server = serde_json::Value::from(server_url).to_string();
-    let namespace = n
-        .namespace
-        .map(|ns| format!("    namespace: {ns}\n"))
-        .unwrap_or_default();
-    format!(
-        "apiVersion: v1\n\
-         clusters:\n\
-         - cluster:\n    certificate-authority-data: {ca}\n    server: {server}\n  name: {cluster}\n\
-         contexts:\n\
-         - context:\n    cluster: {cluster}\n{namespace}    user: {user}\n  name: {context}\n\
-         current-context: {context}\n\
-         kind: Config\n\
-         preferences: {{}}\n\
-         users:\n\
-         - name: {user}\n  user:\n    client-certificate-data: {cert}\n    client-key-data: {key}\n",
-        ca = b64(ca_pem),
-        cert = b64(cert_pem),
-        key = b64(key_pem),
-        cluster = n.cluster,
-        user = n.user,
-        context = n.context,
-    )
-}
-
 /// Writes `bytes` to `path` atomically (temporary file in the same directory, fsync, rename,
 /// fsync of the directory), with exactly `mode`. The file is never more permissive than
 /// `mode`, not even while being written. Parent directories are created.
@@ -635,11 +573,11 @@ pub fn write_private(path: &Path, bytes: &[u8], mode: u32) -> Result<(), PkiErro
     Ok(())
 }
 
-#[path = "pki_agent.rs"]
-mod agent;
-pub use agent::{
-    write_local_agent_files, AGENT_CLIENT_CA, AGENT_CLIENT_KUBELET, AGENT_KUBECONFIG,
-    AGENT_SERVER_CA, AGENT_SERVING_KUBELET,
+#[path = "pki_client_files.rs"]
+mod client_files;
+pub use client_files::{
+    admin_kubeconfig, write_local_agent_files, AGENT_CLIENT_CA, AGENT_CLIENT_KUBELET,
+    AGENT_KUBECONFIG, AGENT_SERVER_CA, AGENT_SERVING_KUBELET,
 };
 
 #[cfg(test)]

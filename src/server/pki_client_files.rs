@@ -1,11 +1,12 @@
-//! The certificate files of the agent embedded in `k3rs server`, written straight from the
-//! server's CAs (a joining agent gets the same files over the network instead). Names and
-//! layout follow k3s's `<data-dir>/agent` directory, so the agent reads one set of paths
-//! whichever way it was started.
+//! Credentials handed to clients of the cluster: the admin kubeconfig, and the certificate
+//! files of the agent embedded in `k3rs server`, written straight from the server's CAs (a
+//! joining agent gets the same files over the network instead). The agent's names and layout
+//! follow k3s's `<data-dir>/agent` directory, so the agent reads one set of paths whichever
+//! way it was started.
 
 use super::{
-    ensure_leaf, io_err, kubeconfig_yaml, load_or_create_ca, read_optional, unix_now,
-    write_private, Ca, KubeconfigNames, Leaf, PkiError, Sans, CLIENT_CA, SERVER_CA,
+    ensure_leaf, io_err, load_or_create_ca, read_optional, unix_now, write_private, Ca, Leaf, Pki,
+    PkiError, Sans, CLIENT_CA, SERVER_CA,
 };
 use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
@@ -112,4 +113,66 @@ fn kubelet_kubeconfig(server_url: &str, server_ca: &Ca, cert_pem: &str, key_pem:
         namespace: Some("default"),
     };
     kubeconfig_yaml(server_url, &server_ca.cert_pem, cert_pem, key_pem, &names)
+}
+
+/// Admin kubeconfig YAML for `server_url` (e.g. https://127.0.0.1:6443), laid out like k3s's
+/// k3s.yaml: one cluster, user and context, all named `default`.
+pub fn admin_kubeconfig(server_url: &str, pki: &Pki) -> String {
+    let names = KubeconfigNames {
+        cluster: "default",
+        user: "default",
+        context: "default",
+        namespace: None,
+    };
+    kubeconfig_yaml(
+        server_url,
+        &pki.server_ca_pem,
+        &pki.admin_cert_pem,
+        &pki.admin_key_pem,
+        &names,
+    )
+}
+
+/// The names inside a one-cluster kubeconfig.
+struct KubeconfigNames<'a> {
+    cluster: &'a str,
+    user: &'a str,
+    context: &'a str,
+    namespace: Option<&'a str>,
+}
+
+/// A one-cluster, one-user kubeconfig with the certificates embedded as data.
+fn kubeconfig_yaml(
+    server_url: &str,
+    ca_pem: &str,
+    cert_pem: &str,
+    key_pem: &str,
+    n: &KubeconfigNames<'_>,
+) -> String {
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
+    // A JSON string is a valid YAML double-quoted scalar, whatever the URL contains.
+    let server = serde_json::Value::from(server_url).to_string();
+    let namespace = n
+        .namespace
+        .map(|ns| format!("    namespace: {ns}\n"))
+        .unwrap_or_default();
+    format!(
+        "apiVersion: v1\n\
+         clusters:\n\
+         - cluster:\n    certificate-authority-data: {ca}\n    server: {server}\n  name: {cluster}\n\
+         contexts:\n\
+         - context:\n    cluster: {cluster}\n{namespace}    user: {user}\n  name: {context}\n\
+         current-context: {context}\n\
+         kind: Config\n\
+         preferences: {{}}\n\
+         users:\n\
+         - name: {user}\n  user:\n    client-certificate-data: {cert}\n    client-key-data: {key}\n",
+        ca = b64(ca_pem),
+        cert = b64(cert_pem),
+        key = b64(key_pem),
+        cluster = n.cluster,
+        user = n.user,
+        context = n.context,
+    )
 }
