@@ -51,16 +51,20 @@ fn key(path: &Path) -> PrivateKeyDer<'static> {
     PrivateKeyDer::from_pem_file(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
+fn roots(ca: &Path) -> rustls::RootCertStore {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in certs(ca) {
+        roots.add(c).unwrap();
+    }
+    roots
+}
+
 /// Starts the fake kubelet on a free loopback port; returns the port.
 fn start_kubelet(rt: &tokio::runtime::Runtime, agent_dir: &Path, seen: Arc<Seen>) -> u16 {
-    let mut roots = rustls::RootCertStore::empty();
-    for ca in certs(&agent_dir.join("client-ca.crt")) {
-        roots.add(ca).unwrap();
-    }
-    let verifier =
-        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
-            .build()
-            .unwrap();
+    let roots = Arc::new(roots(&agent_dir.join("client-ca.crt")));
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(roots, provider())
+        .build()
+        .unwrap();
     let cfg = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .unwrap()
@@ -185,14 +189,10 @@ async fn admin_connection(
     server: &Server,
 ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     let tls = server.data_dir().join("server/tls");
-    let mut roots = rustls::RootCertStore::empty();
-    for ca in certs(&tls.join("server-ca.crt")) {
-        roots.add(ca).unwrap();
-    }
     let mut cfg = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .unwrap()
-        .with_root_certificates(roots)
+        .with_root_certificates(roots(&tls.join("server-ca.crt")))
         .with_client_auth_cert(
             certs(&tls.join("client-admin.crt")),
             key(&tls.join("client-admin.key")),
