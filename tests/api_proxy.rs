@@ -59,9 +59,15 @@ fn roots(ca: &Path) -> rustls::RootCertStore {
     roots
 }
 
-/// Starts the fake kubelet on a free loopback port; returns the port.
-fn start_kubelet(rt: &tokio::runtime::Runtime, agent_dir: &Path, seen: Arc<Seen>) -> u16 {
-    let roots = Arc::new(roots(&agent_dir.join("client-ca.crt")));
+/// Starts the fake kubelet on a free loopback port with the serving certificate in
+/// `serving_dir`, accepting clients of the client CA in `client_ca_dir`; returns the port.
+fn start_kubelet(
+    rt: &tokio::runtime::Runtime,
+    serving_dir: &Path,
+    client_ca_dir: &Path,
+    seen: Arc<Seen>,
+) -> u16 {
+    let roots = Arc::new(roots(&client_ca_dir.join("client-ca.crt")));
     let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(roots, provider())
         .build()
         .unwrap();
@@ -70,8 +76,8 @@ fn start_kubelet(rt: &tokio::runtime::Runtime, agent_dir: &Path, seen: Arc<Seen>
         .unwrap()
         .with_client_cert_verifier(verifier)
         .with_single_cert(
-            certs(&agent_dir.join("serving-kubelet.crt")),
-            key(&agent_dir.join("serving-kubelet.key")),
+            certs(&serving_dir.join("serving-kubelet.crt")),
+            key(&serving_dir.join("serving-kubelet.key")),
         )
         .unwrap();
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
@@ -281,48 +287,61 @@ fn pod_yaml(name: &str, node: Option<&str>, init: &[&str], containers: &[&str]) 
     y
 }
 
-#[test]
-fn logs_exec_and_attach_reach_the_kubelet() {
-    let server = Server::start();
-    let rt = tokio::runtime::Builder::new_multi_thread()
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .unwrap();
+        .unwrap()
+}
 
-    // The fake kubelet's certificates come from the server's CAs, as the embedded agent's do.
-    let agent_dir = server.dir.path().join("agent");
+/// Issues the embedded agent's files from the server's CAs into `<test dir>/<name>`.
+fn agent_files(server: &Server, tls_dir: &Path, name: &str) -> std::path::PathBuf {
+    let dir = server.dir.path().join(name);
     k3rs::server::pki::write_local_agent_files(
-        &server.data_dir().join("server/tls"),
-        &agent_dir,
+        tls_dir,
+        &dir,
         NODE,
         &["127.0.0.1".parse::<IpAddr>().unwrap()],
         &format!("https://127.0.0.1:{}", server.port),
     )
     .unwrap();
-    let seen = Arc::new(Seen::default());
-    let port = start_kubelet(&rt, &agent_dir, seen.clone());
+    dir
+}
 
+/// Registers a Node whose kubelet listens on 127.0.0.1:`port`.
+fn register_node(server: &Server, name: &str, port: u16) {
     server
         .kubectl_stdin(
             &["apply", "-f", "-"],
-            &format!("apiVersion: v1\nkind: Node\nmetadata:\n  name: {NODE}\n"),
+            &format!("apiVersion: v1\nkind: Node\nmetadata:\n  name: {name}\n"),
         )
         .ok();
     let status = format!(
-        r#"{{"status":{{"addresses":[{{"type":"Hostname","address":"{NODE}"}},{{"type":"InternalIP","address":"127.0.0.1"}}],"daemonEndpoints":{{"kubeletEndpoint":{{"Port":{port}}}}}}}}}"#
+        r#"{{"status":{{"addresses":[{{"type":"Hostname","address":"{name}"}},{{"type":"InternalIP","address":"127.0.0.1"}}],"daemonEndpoints":{{"kubeletEndpoint":{{"Port":{port}}}}}}}}}"#
     );
     server
         .kubectl(&[
             "patch",
             "node",
-            NODE,
+            name,
             "--subresource=status",
             "--type=merge",
             "-p",
             &status,
         ])
         .ok();
+}
+
+#[test]
+fn logs_exec_and_attach_reach_the_kubelet() {
+    let server = Server::start();
+    let rt = runtime();
+    // The fake kubelet's certificates come from the server's CAs, as the embedded agent's do.
+    let agent_dir = agent_files(&server, &server.data_dir().join("server/tls"), "agent");
+    let seen = Arc::new(Seen::default());
+    let port = start_kubelet(&rt, &agent_dir, &agent_dir, seen.clone());
+    register_node(&server, NODE, port);
     let pods = [
         pod_yaml("web", Some(NODE), &[], &["app"]),
         pod_yaml("multi", Some(NODE), &["waiting"], &["a", "b"]),
@@ -456,4 +475,32 @@ fn logs_exec_and_attach_reach_the_kubelet() {
         assert_eq!(cn, "system:apiserver");
         assert_eq!(groups, vec!["system:masters".to_string()]);
     }
+}
+
+#[test]
+fn kubelet_with_a_certificate_from_another_ca_is_refused() {
+    let server = Server::start();
+    let rt = runtime();
+    let agent_dir = agent_files(&server, &server.data_dir().join("server/tls"), "agent");
+    // Another cluster's CA signs this kubelet's serving certificate; it still accepts the
+    // server's client certificate, so only the server's check of the kubelet can refuse.
+    let foreign_tls = server.dir.path().join("foreign-tls");
+    k3rs::server::pki::ensure(&foreign_tls, &Default::default()).unwrap();
+    let foreign = agent_files(&server, &foreign_tls, "foreign-agent");
+    let seen = Arc::new(Seen::default());
+    let port = start_kubelet(&rt, &foreign, &agent_dir, seen.clone());
+    register_node(&server, NODE, port);
+    server
+        .kubectl_stdin(
+            &["apply", "-f", "-"],
+            &pod_yaml("web", Some(NODE), &[], &["app"]),
+        )
+        .ok();
+
+    let out = server.kubectl(&["logs", "web"]);
+    assert!(out.err().contains("certificate"), "{}", out.stderr);
+    assert!(seen.uris.lock().unwrap().is_empty());
+    // kubectl's --insecure-skip-tls-verify-backend skips exactly that check.
+    let out = server.kubectl(&["logs", "web", "--insecure-skip-tls-verify-backend"]);
+    assert_eq!(out.ok(), "log of web/app?\n");
 }
