@@ -123,8 +123,9 @@ pub(super) async fn stream_log(
     }
     let (tx, rx) = mpsc::channel::<Bytes>(16);
     let mut body = resp.into_body();
-    let mut shutdown = state.shutdown.clone();
+    let shutdown = shutting_down(state);
     tokio::spawn(async move {
+        tokio::pin!(shutdown);
         // Keep the connection's sender alive while the body streams.
         let _sender = sender;
         loop {
@@ -145,7 +146,7 @@ pub(super) async fn stream_log(
                 },
                 // The client went away: stop reading from the kubelet.
                 _ = tx.closed() => break,
-                _ = shutdown.changed() => break,
+                _ = &mut shutdown => break,
             }
         }
     });
@@ -264,7 +265,7 @@ pub(super) async fn forward_upgrade(
     let mut out = Response::new(ResponseBody::Full(Full::new(Bytes::new())));
     *out.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     *out.headers_mut() = resp.headers().clone();
-    let mut shutdown = state.shutdown.clone();
+    let shutdown = shutting_down(state);
     tokio::spawn(async move {
         let (client, kubelet) = match tokio::join!(client_side, kubelet_side) {
             (Ok(c), Ok(k)) => (c, k),
@@ -281,8 +282,18 @@ pub(super) async fn forward_upgrade(
                     tracing::debug!(error = %e, "kubelet stream ended with an error");
                 }
             }
-            _ = shutdown.changed() => {}
+            _ = shutdown => {}
         }
     });
     Ok(out)
+}
+
+/// Resolves when the server starts shutting down (never, if nobody can tell it to).
+fn shutting_down(state: &AppState) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let mut rx = state.shutdown.clone();
+    async move {
+        if rx.wait_for(|down| *down).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
 }
