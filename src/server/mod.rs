@@ -117,6 +117,7 @@ pub async fn run_until(
         server_address: format!("{advertise}:{}", local.port()),
         shutdown: shutdown.clone(),
         ready: Default::default(),
+        kubelet_client: http::proxy::KubeletClient::new(&pki).context("kubelet client TLS")?,
     });
     let controllers = [
         tokio::spawn(controllers::namespace::run(

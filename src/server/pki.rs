@@ -1,6 +1,8 @@
 //! The cluster's certificates: the two CAs (server CA that signs the serving certificate, client
-//! CA that signs client certificates), the API serving certificate and the admin client
-//! certificate, kept as PEM files under `<data-dir>/server/tls` with k3s's file names.
+//! CA that signs client certificates), the API serving certificate, the admin client
+//! certificate and the API server's client certificate for kubelets, kept as PEM files under
+//! `<data-dir>/server/tls` with k3s's file names. The kubeconfigs and the files of the agent
+//! embedded in `k3rs server` are written by pki_client_files.rs.
 //!
 //! CAs are created once and never replaced automatically: a CA that cannot be read is an error
 //! for a human to resolve, because replacing it would silently cut off every node and kubeconfig.
@@ -40,6 +42,8 @@ pub const CLIENT_CA: &str = "client-ca";
 pub const SERVING: &str = "serving-kube-apiserver";
 /// The admin client certificate.
 pub const CLIENT_ADMIN: &str = "client-admin";
+/// The API server's client certificate for kubelets (logs, exec, attach, port-forward).
+pub const CLIENT_KUBE_APISERVER: &str = "client-kube-apiserver";
 
 /// What goes into the serving certificate's subject alternative names.
 #[derive(Clone, Debug, Default)]
@@ -143,6 +147,11 @@ pub struct Pki {
     pub admin_cert_pem: String,
     /// Admin client key, PEM.
     pub admin_key_pem: String,
+    /// The API server's client certificate for kubelets (CN=system:apiserver,
+    /// O=system:masters) followed by the client CA, PEM.
+    pub kubelet_client_cert_pem: String,
+    /// Its key, PEM.
+    pub kubelet_client_key_pem: String,
 }
 
 /// A CA as loaded from disk.
@@ -161,7 +170,7 @@ impl Ca {
 
 /// What a leaf certificate is for.
 enum Leaf<'a> {
-    Serving(&'a Sans),
+    Serving { cn: &'a str, sans: &'a Sans },
     Client { cn: &'a str, org: Option<&'a str> },
 }
 
@@ -176,14 +185,23 @@ pub fn ensure(tls_dir: &Path, sans: &Sans) -> Result<Pki, PkiError> {
     let now = unix_now();
     let server_ca = load_or_create_ca(tls_dir, SERVER_CA, "k3rs-server-ca", now)?;
     let client_ca = load_or_create_ca(tls_dir, CLIENT_CA, "k3rs-client-ca", now)?;
-    let (serving_pem, serving_key_pem) =
-        ensure_leaf(tls_dir, SERVING, &server_ca, Leaf::Serving(sans), now)?;
+    let serving = Leaf::Serving {
+        cn: "kube-apiserver",
+        sans,
+    };
+    let (serving_pem, serving_key_pem) = ensure_leaf(tls_dir, SERVING, &server_ca, serving, now)?;
     let admin = Leaf::Client {
         cn: "system:admin",
         org: Some("system:masters"),
     };
     let (admin_cert_pem, admin_key_pem) =
         ensure_leaf(tls_dir, CLIENT_ADMIN, &client_ca, admin, now)?;
+    let apiserver = Leaf::Client {
+        cn: "system:apiserver",
+        org: Some("system:masters"),
+    };
+    let (kubelet_client_cert_pem, kubelet_client_key_pem) =
+        ensure_leaf(tls_dir, CLIENT_KUBE_APISERVER, &client_ca, apiserver, now)?;
 
     let serving_chain = CertificateDer::pem_slice_iter(serving_pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
@@ -198,6 +216,8 @@ pub fn ensure(tls_dir: &Path, sans: &Sans) -> Result<Pki, PkiError> {
         client_ca: vec![client_ca.cert_der],
         admin_cert_pem,
         admin_key_pem,
+        kubelet_client_cert_pem,
+        kubelet_client_key_pem,
     })
 }
 
@@ -355,8 +375,8 @@ fn ensure_leaf(
             .map_err(|e| PkiError::Cert(format!("generating {name} key: {e}")))?,
     };
     let mut params = match &leaf {
-        Leaf::Serving(sans) => {
-            let mut p = base_params("kube-apiserver", now, LEAF_VALIDITY)?;
+        Leaf::Serving { cn, sans } => {
+            let mut p = base_params(cn, now, LEAF_VALIDITY)?;
             p.subject_alt_names = san_types(sans)?;
             p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
             p
@@ -410,7 +430,7 @@ fn leaf_problem(pem: &str, key: &KeyPair, ca: &Ca, leaf: &Leaf<'_>, now: u64) ->
         return Some("expires within 90 days".into());
     }
     match leaf {
-        Leaf::Serving(sans) => {
+        Leaf::Serving { sans, .. } => {
             let (dns, ips) = cert_sans(&cert);
             for want in &sans.dns {
                 if !dns.iter().any(|d| d.eq_ignore_ascii_case(want)) {
@@ -513,30 +533,6 @@ pub fn client_identity(cert_der: &[u8]) -> Option<(String, Vec<String>)> {
     Some((user, groups))
 }
 
-/// Admin kubeconfig YAML for `server_url` (e.g. https://127.0.0.1:6443), laid out like k3s's
-/// k3s.yaml: one cluster, user and context, all named `default`.
-pub fn admin_kubeconfig(server_url: &str, pki: &Pki) -> String {
-    use base64::Engine;
-    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
-    // A JSON string is a valid YAML double-quoted scalar, whatever the URL contains.
-    let server = serde_json::Value::from(server_url).to_string();
-    format!(
-        "apiVersion: v1\n\
-         clusters:\n\
-         - cluster:\n    certificate-authority-data: {ca}\n    server: {server}\n  name: default\n\
-         contexts:\n\
-         - context:\n    cluster: default\n    user: default\n  name: default\n\
-         current-context: default\n\
-         kind: Config\n\
-         preferences: {{}}\n\
-         users:\n\
-         - name: default\n  user:\n    client-certificate-data: {cert}\n    client-key-data: {key}\n",
-        ca = b64(&pki.server_ca_pem),
-        cert = b64(&pki.admin_cert_pem),
-        key = b64(&pki.admin_key_pem),
-    )
-}
-
 /// Writes `bytes` to `path` atomically (temporary file in the same directory, fsync, rename,
 /// fsync of the directory), with exactly `mode`. The file is never more permissive than
 /// `mode`, not even while being written. Parent directories are created.
@@ -576,6 +572,13 @@ pub fn write_private(path: &Path, bytes: &[u8], mode: u32) -> Result<(), PkiErro
     }
     Ok(())
 }
+
+#[path = "pki_client_files.rs"]
+mod client_files;
+pub use client_files::{
+    admin_kubeconfig, write_local_agent_files, AGENT_CLIENT_CA, AGENT_CLIENT_KUBELET,
+    AGENT_KUBECONFIG, AGENT_SERVER_CA, AGENT_SERVING_KUBELET,
+};
 
 #[cfg(test)]
 #[path = "pki_tests.rs"]

@@ -404,3 +404,192 @@ async fn tls_handshake_with_admin_cert_and_anonymous() {
     let (_, ident) = handshake(&pki, "api.example", true).await;
     assert_eq!(ident.map(|i| i.0).as_deref(), Some("system:admin"));
 }
+
+fn leaf_of(pem: &[u8]) -> CertificateDer<'static> {
+    CertificateDer::pem_slice_iter(pem).next().unwrap().unwrap()
+}
+
+/// Asserts the first certificate in `pem` names user `cn` in group `org` and is signed by `ca`.
+#[track_caller]
+fn assert_client_cert(pem: &[u8], ca: &CertificateDer<'_>, cn: &str, org: &str) {
+    let leaf = leaf_of(pem);
+    assert_eq!(
+        client_identity(&leaf),
+        Some((cn.to_string(), vec![org.to_string()]))
+    );
+    let (_, cert) = x509_parser::parse_x509_certificate(&leaf).unwrap();
+    let (_, ca) = x509_parser::parse_x509_certificate(ca).unwrap();
+    assert!(cert.verify_signature(Some(ca.public_key())).is_ok());
+}
+
+#[test]
+fn apiserver_kubelet_client_cert_is_issued_and_kept() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let pki = ensure(dir, &sans(&[])).unwrap();
+    assert_eq!(mode(dir, "client-kube-apiserver.key"), 0o600);
+    assert_client_cert(
+        pki.kubelet_client_cert_pem.as_bytes(),
+        &pki.client_ca[0],
+        "system:apiserver",
+        "system:masters",
+    );
+    // The CA follows the leaf (k3s's chain files).
+    assert!(pki.kubelet_client_cert_pem.ends_with(&pki.client_ca_pem));
+    assert_eq!(
+        pki.kubelet_client_key_pem.as_bytes(),
+        read(dir, "client-kube-apiserver.key").as_slice()
+    );
+    let again = ensure(dir, &sans(&[])).unwrap();
+    assert_eq!(again.kubelet_client_cert_pem, pki.kubelet_client_cert_pem);
+}
+
+const AGENT_FILES: [&str; 7] = [
+    "client-ca.crt",
+    "server-ca.crt",
+    "client-kubelet.crt",
+    "client-kubelet.key",
+    "serving-kubelet.crt",
+    "serving-kubelet.key",
+    "kubelet.kubeconfig",
+];
+
+fn snapshot(dir: &Path) -> Vec<Vec<u8>> {
+    AGENT_FILES.iter().map(|f| read(dir, f)).collect()
+}
+
+#[test]
+fn local_agent_files_have_k3s_names_identities_and_sans() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tls = tmp.path().join("server/tls");
+    let agent = tmp.path().join("agent");
+    let pki = ensure(&tls, &sans(&[])).unwrap();
+    let ip: IpAddr = "192.0.2.10".parse().unwrap();
+    write_local_agent_files(&tls, &agent, "pi-1", &[ip], "https://127.0.0.1:6443").unwrap();
+
+    for key in [
+        "client-kubelet.key",
+        "serving-kubelet.key",
+        "kubelet.kubeconfig",
+    ] {
+        assert_eq!(mode(&agent, key), 0o600, "{key}");
+    }
+    assert_eq!(
+        read(&agent, "server-ca.crt"),
+        pki.server_ca_pem.as_bytes().to_vec()
+    );
+    assert_eq!(
+        read(&agent, "client-ca.crt"),
+        pki.client_ca_pem.as_bytes().to_vec()
+    );
+
+    assert_client_cert(
+        &read(&agent, "client-kubelet.crt"),
+        &pki.client_ca[0],
+        "system:node:pi-1",
+        "system:nodes",
+    );
+
+    let serving = leaf_of(&read(&agent, "serving-kubelet.crt"));
+    let (_, serving_x509) = x509_parser::parse_x509_certificate(&serving).unwrap();
+    let server_ca_der = CertificateDer::from_pem_slice(pki.server_ca_pem.as_bytes()).unwrap();
+    let (_, server_ca) = x509_parser::parse_x509_certificate(&server_ca_der).unwrap();
+    assert!(serving_x509
+        .verify_signature(Some(server_ca.public_key()))
+        .is_ok());
+    let (dns, ips) = cert_sans(&serving_x509);
+    assert_eq!(dns, vec!["pi-1".to_string(), "localhost".to_string()]);
+    assert_eq!(ips, vec![ip, "127.0.0.1".parse::<IpAddr>().unwrap()]);
+
+    // The kubeconfig points at the server with the server CA and the node's identity.
+    let kc: serde_yaml_ng::Value =
+        serde_yaml_ng::from_slice(&read(&agent, "kubelet.kubeconfig")).unwrap();
+    use base64::Engine;
+    let b64 = |v: &serde_yaml_ng::Value| {
+        base64::engine::general_purpose::STANDARD
+            .decode(v.as_str().unwrap())
+            .unwrap()
+    };
+    let cluster = &kc["clusters"][0]["cluster"];
+    assert_eq!(cluster["server"].as_str(), Some("https://127.0.0.1:6443"));
+    assert_eq!(
+        b64(&cluster["certificate-authority-data"]),
+        pki.server_ca_pem.as_bytes()
+    );
+    let user = &kc["users"][0]["user"];
+    assert_eq!(
+        b64(&user["client-certificate-data"]),
+        read(&agent, "client-kubelet.crt")
+    );
+    assert_eq!(
+        b64(&user["client-key-data"]),
+        read(&agent, "client-kubelet.key")
+    );
+    assert_eq!(kc["current-context"].as_str(), Some("Default"));
+}
+
+#[test]
+fn local_agent_files_are_reused_and_reissued_on_change() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tls = tmp.path().join("tls");
+    let agent = tmp.path().join("agent");
+    ensure(&tls, &sans(&[])).unwrap();
+    let url = "https://127.0.0.1:6443";
+    let ip: IpAddr = "192.0.2.10".parse().unwrap();
+    write_local_agent_files(&tls, &agent, "pi-1", &[ip], url).unwrap();
+    let first = snapshot(&agent);
+    write_local_agent_files(&tls, &agent, "pi-1", &[ip], url).unwrap();
+    assert_eq!(
+        snapshot(&agent),
+        first,
+        "a restart must not rewrite the files"
+    );
+
+    // A new node IP: only the serving certificate changes (keys are kept).
+    let ip2: IpAddr = "192.0.2.11".parse().unwrap();
+    write_local_agent_files(&tls, &agent, "pi-1", &[ip, ip2], url).unwrap();
+    let second = snapshot(&agent);
+    for (i, f) in AGENT_FILES.iter().enumerate() {
+        let changed = first[i] != second[i];
+        assert_eq!(changed, *f == "serving-kubelet.crt", "{f}");
+    }
+
+    // A new node name: both node certificates and the kubeconfig change.
+    write_local_agent_files(&tls, &agent, "pi-2", &[ip, ip2], url).unwrap();
+    let third = snapshot(&agent);
+    for (i, f) in AGENT_FILES.iter().enumerate() {
+        let changed = second[i] != third[i];
+        let expect = matches!(
+            *f,
+            "serving-kubelet.crt" | "client-kubelet.crt" | "kubelet.kubeconfig"
+        );
+        assert_eq!(changed, expect, "{f}");
+    }
+    let client = leaf_of(&read(&agent, "client-kubelet.crt"));
+    assert_eq!(client_identity(&client).unwrap().0, "system:node:pi-2");
+
+    // A new server URL rewrites only the kubeconfig.
+    write_local_agent_files(&tls, &agent, "pi-2", &[ip, ip2], "https://10.0.0.1:6443").unwrap();
+    let fourth = snapshot(&agent);
+    for (i, f) in AGENT_FILES.iter().enumerate() {
+        assert_eq!(third[i] != fourth[i], *f == "kubelet.kubeconfig", "{f}");
+    }
+}
+
+#[test]
+fn local_agent_files_need_the_server_cas() {
+    let tmp = tempfile::tempdir().unwrap();
+    let err = write_local_agent_files(
+        &tmp.path().join("tls"),
+        &tmp.path().join("agent"),
+        "pi-1",
+        &[],
+        "https://127.0.0.1:6443",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("server-ca.crt is missing"), "{err}");
+    // Nothing was created: a CA made up here would not be the cluster's.
+    assert!(!tmp.path().join("tls/server-ca.crt").exists());
+    assert!(!tmp.path().join("agent").exists());
+}

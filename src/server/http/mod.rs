@@ -1,6 +1,6 @@
 //! The HTTPS API listener: TLS with optional client certificates, HTTP/2 and HTTP/1.1 on
-//! one port, routing to discovery, health, OpenAPI and the generic resource handlers,
-//! and graceful shutdown.
+//! one port, routing to discovery, health, OpenAPI, the generic resource handlers and the
+//! proxy to kubelets, and graceful shutdown.
 
 pub mod auth;
 pub mod body;
@@ -8,6 +8,7 @@ pub mod discovery;
 pub mod handlers;
 pub mod openapi;
 pub mod openapi_v2;
+pub mod proxy;
 pub mod request;
 pub mod reviews;
 mod subresources;
@@ -42,6 +43,8 @@ pub struct AppState {
     pub shutdown: tokio_watch::Receiver<bool>,
     /// True once start-up finished (readyz).
     pub ready: AtomicBool,
+    /// TLS settings for the proxy to kubelets (logs, exec, attach, port-forward).
+    pub kubelet_client: proxy::KubeletClient,
 }
 
 /// Accepts connections until `shutdown` flips, then waits (bounded) for open requests.
@@ -175,6 +178,9 @@ async fn route(
         Route::Resource(info) => {
             if let Err(e) = auth::authorize(&who, &info) {
                 return error_response(&e);
+            }
+            if proxy::is_proxied(&info) {
+                return proxy::handle(state, &who, parts, &info, &query).await;
             }
             handlers::handle(
                 state.clone(),
