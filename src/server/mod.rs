@@ -140,15 +140,23 @@ pub async fn run_until(
         None
     } else {
         let agent_dir = cfg.data_dir.join("agent");
-        let kubeconfig = agent_dir.join("kubelet.kubeconfig");
-        // The local agent reaches the API over loopback with its own credentials.
+        // The local agent reaches the API over loopback with its own node credentials
+        // (system:node:<name>), and serves its kubelet endpoint with a certificate for
+        // the node's addresses.
         let local_url = format!("https://127.0.0.1:{}", local.port());
-        pki::write_private(
-            &kubeconfig,
-            pki::admin_kubeconfig(&local_url, &pki).as_bytes(),
-            0o600,
+        let node_ip = cfg
+            .agent
+            .node_ip
+            .unwrap_or_else(crate::agent::node::host::default_node_ip);
+        pki::write_local_agent_files(
+            &server_dir.join("tls"),
+            &agent_dir,
+            &cfg.node_name,
+            &[node_ip],
+            &local_url,
         )
-        .context("writing the agent's kubeconfig")?;
+        .context("agent certificates")?;
+        let kubeconfig = agent_dir.join(pki::AGENT_KUBECONFIG);
         let opts = crate::agent::AgentOptions {
             data_dir: cfg.data_dir.clone(),
             node_name: cfg.node_name.clone(),
