@@ -347,4 +347,114 @@ mod tests {
     fn query_values_are_encoded() {
         assert_eq!(encode("repository:a/b:pull"), "repository%3Aa%2Fb%3Apull");
     }
+
+    /// A fake registry behind the bearer flow: the manifest needs token `tok`,
+    /// which the token service hands out for `alice:pw` and the repository scope;
+    /// the blob redirects to a storage path on the same server.
+    async fn fake_registry() -> (u16, tokio::task::JoinHandle<()>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let task = tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match conn.read(&mut byte).await {
+                        Ok(1) => head.push(byte[0]),
+                        _ => break,
+                    }
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                let target = head.split(' ').nth(1).unwrap_or_default().to_string();
+                let auth = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("authorization: "))
+                    .or_else(|| head.lines().find_map(|l| l.strip_prefix("Authorization: ")))
+                    .unwrap_or_default()
+                    .to_string();
+                let basic = format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode("alice:pw")
+                );
+                let (status, extra, body): (&str, String, Vec<u8>) = if target
+                    == "/token?service=fake&scope=repository%3Ateam%2Fapp%3Apull"
+                {
+                    if auth == basic {
+                        ("200 OK", String::new(), br#"{"token":"tok"}"#.to_vec())
+                    } else {
+                        ("401 Unauthorized", String::new(), Vec::new())
+                    }
+                } else if auth != "Bearer tok" && target.starts_with("/v2/") {
+                    let challenge = format!(
+                        "WWW-Authenticate: Bearer realm=\"http://127.0.0.1:{port}/token\",\
+                         service=\"fake\",scope=\"repository:team/app:pull\"\r\n"
+                    );
+                    ("401 Unauthorized", challenge, Vec::new())
+                } else if target == "/v2/team/app/manifests/v1" {
+                    let m = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:x","size":1},"layers":[]}"#;
+                    ("200 OK", String::new(), m.to_vec())
+                } else if target.starts_with("/v2/team/app/blobs/") {
+                    let location = "Location: /storage/blob?sig=1\r\n".to_string();
+                    ("307 Temporary Redirect", location, Vec::new())
+                } else if target == "/storage/blob?sig=1" {
+                    ("200 OK", String::new(), b"blob".to_vec())
+                } else {
+                    ("404 Not Found", String::new(), Vec::new())
+                };
+                let reply = format!(
+                    "HTTP/1.1 {status}\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = conn.write_all(reply.as_bytes()).await;
+                let _ = conn.write_all(&body).await;
+                let _ = conn.shutdown().await;
+            }
+        });
+        (port, task)
+    }
+
+    fn endpoint(port: u16) -> crate::agent::images::registries::Endpoint {
+        crate::agent::images::registries::Endpoint {
+            scheme: "http".into(),
+            host: format!("127.0.0.1:{port}"),
+            path: "/v2".into(),
+            repository: "team/app".into(),
+            config: Default::default(),
+            is_default: true,
+        }
+    }
+
+    #[tokio::test]
+    async fn bearer_token_flow_and_redirects() {
+        let (port, server) = fake_registry().await;
+        let secret = RegistryCredential {
+            registry: format!("127.0.0.1:{port}"),
+            username: "alice".into(),
+            password: "pw".into(),
+            identity_token: String::new(),
+            registry_token: String::new(),
+        };
+        let client = RegistryClient::new(endpoint(port), Some(&secret)).expect("client");
+        let manifest = client.manifest("v1").await.expect("manifest with token");
+        assert_eq!(
+            manifest.media_type,
+            crate::agent::images::oci::MT_OCI_MANIFEST
+        );
+        let blob = client
+            .blob_bytes(&crate::agent::images::oci::sha256_digest(b"blob"))
+            .await;
+        assert_eq!(blob.expect("blob through redirect"), b"blob".to_vec());
+        let missing = client.manifest("nope").await.expect_err("missing");
+        assert!(missing.is_not_found(), "{missing}");
+
+        // Anonymous: the token service refuses.
+        let anonymous = RegistryClient::new(endpoint(port), None).expect("client");
+        let err = anonymous.manifest("v1").await.expect_err("no token");
+        assert!(err.is_unauthorized(), "{err}");
+        assert!(err.to_string().contains("anonymous token"), "{err}");
+        server.abort();
+    }
 }
