@@ -3,7 +3,8 @@
 //! test (registry HTTP API v2) with the busybox test image; our own supervised
 //! containerd on temp dirs. Pulls through a registries.yaml mirror and straight from
 //! the registry, resolves a multi-platform index, reports a missing image and a
-//! refused login like containerd does, authenticates with an imagePullSecret, runs a
+//! refused login like containerd does, authenticates with an imagePullSecret, trusts
+//! an HTTPS registry through registries.yaml (ca_file, insecure_skip_verify), runs a
 //! container from the pulled image, and imports tarballs dropped into the images dir.
 //!
 //! Needs root, containerd, runc, busybox-static, docker-registry and apache2-utils
@@ -166,36 +167,84 @@ impl Registry {
                 file.display()
             ));
         }
-        let config_path = dir.path().join("config.yml");
-        std::fs::write(&config_path, config).expect("write registry config");
-        let log = std::fs::File::create(dir.path().join("registry.log")).expect("log");
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config_path)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start docker-registry");
+        std::fs::write(dir.path().join("config.yml"), config).expect("write registry config");
+        let child = Registry::spawn(dir.path());
         let registry = Registry {
             child,
             port,
             login: login.map(|(u, p)| (u.to_string(), p.to_string())),
             _dir: dir,
         };
+        registry.wait_ready(&[200, 401]);
+        registry
+    }
+
+    fn spawn(dir: &Path) -> Child {
+        let log = std::fs::File::create(dir.join("registry.log")).expect("log");
+        Command::new("docker-registry")
+            .arg("serve")
+            .arg(dir.join("config.yml"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start docker-registry")
+    }
+
+    /// Waits until `GET /v2/` over plain HTTP answers one of `statuses` (a TLS
+    /// listener answers plain HTTP with 400).
+    fn wait_ready(&self, statuses: &[u16]) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok((status, _, _)) = registry.request("GET", "/v2/", &[], &[]) {
-                if status == 200 || status == 401 {
-                    return registry;
+            if let Ok((status, _, _)) = self.request("GET", "/v2/", &[], &[]) {
+                if statuses.contains(&status) {
+                    return;
                 }
             }
             if Instant::now() > deadline {
-                let log = std::fs::read_to_string(registry._dir.path().join("registry.log"))
+                let log = std::fs::read_to_string(self._dir.path().join("registry.log"))
                     .unwrap_or_default();
-                panic!("docker-registry did not answer on port {port}:\n{log}");
+                panic!(
+                    "docker-registry did not answer on port {}:\n{log}",
+                    self.port
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Restarts the registry on the same port and storage, serving HTTPS with a
+    /// certificate for 127.0.0.1 from a fresh CA; returns the CA's PEM file.
+    fn restart_with_tls(&mut self) -> PathBuf {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let dir = self._dir.path().to_path_buf();
+        let ca_key = rcgen::KeyPair::generate().expect("CA key");
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA");
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "k3rs test registry CA");
+        let ca = ca_params.self_signed(&ca_key).expect("self-sign CA");
+        let key = rcgen::KeyPair::generate().expect("server key");
+        let params =
+            rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).expect("server params");
+        let issuer = rcgen::Issuer::from_ca_cert_der(ca.der(), &ca_key).expect("issuer");
+        let cert = params.signed_by(&key, &issuer).expect("sign server cert");
+        std::fs::write(dir.join("ca.pem"), ca.pem()).expect("write ca");
+        std::fs::write(dir.join("cert.pem"), cert.pem()).expect("write cert");
+        std::fs::write(dir.join("key.pem"), key.serialize_pem()).expect("write key");
+        let mut config = std::fs::read_to_string(dir.join("config.yml")).expect("config");
+        config.push_str(&format!(
+            "  tls:\n    certificate: {}\n    key: {}\n",
+            dir.join("cert.pem").display(),
+            dir.join("key.pem").display()
+        ));
+        // `http:` is the last section of the config, so the tls block lands in it.
+        assert!(config.contains(&format!("  addr: 127.0.0.1:{}\n  tls:", self.port)));
+        std::fs::write(dir.join("config.yml"), config).expect("write config");
+        self.child = Registry::spawn(&dir);
+        self.wait_ready(&[400]);
+        dir.join("ca.pem")
     }
 
     fn host(&self) -> String {
@@ -681,6 +730,61 @@ async fn basic_auth_uses_pull_secrets_and_registries_yaml() {
     )
     .await
     .unwrap_or_else(|e| panic!("pull with registries.yaml auth: {e}"));
+    assert_eq!(image_names(&client).await, vec![image.clone()]);
+    drop(registry);
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pulls_over_https_with_the_configured_trust() {
+    let node = Node::start().await;
+    let client = node.client();
+    let mut registry = Registry::start(None);
+    let host = registry.host();
+    let (_, config_digest) =
+        tokio::task::block_in_place(|| registry.push_image("tls/app", "v1", images::host_arch()));
+    let ca = tokio::task::block_in_place(|| registry.restart_with_tls());
+    let image = format!("{host}/tls/app:v1");
+    let pull_with = |yaml: String| {
+        let client = client.clone();
+        let image = image.clone();
+        async move {
+            let r = registries(&yaml);
+            agent_images::pull(
+                &client,
+                &image,
+                &PullOptions {
+                    credentials: &[],
+                    registries: &r,
+                },
+            )
+            .await
+        }
+    };
+    let mirror = format!("mirrors:\n  \"{host}\":\n    endpoint: [\"https://{host}\"]\n");
+
+    // The system bundle does not know our CA.
+    let err = pull_with(mirror.clone()).await.expect_err("untrusted CA");
+    assert!(!err.is_not_found() && !err.is_unauthorized(), "{err}");
+    assert!(err.to_string().contains("certificate"), "{err}");
+
+    let trusted = format!(
+        "{mirror}configs:\n  \"{host}\":\n    tls:\n      ca_file: {}\n",
+        ca.display()
+    );
+    let pulled = pull_with(trusted)
+        .await
+        .unwrap_or_else(|e| panic!("pull with ca_file: {e}"));
+    assert_eq!(pulled.config_digest, config_digest);
+
+    agent_images::delete_image(&client, &image)
+        .await
+        .expect("delete");
+    let insecure =
+        format!("{mirror}configs:\n  \"{host}\":\n    tls:\n      insecure_skip_verify: true\n");
+    pull_with(insecure)
+        .await
+        .unwrap_or_else(|e| panic!("pull with insecure_skip_verify: {e}"));
     assert_eq!(image_names(&client).await, vec![image.clone()]);
     drop(registry);
     node.stop().await;

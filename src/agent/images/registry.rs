@@ -333,7 +333,16 @@ impl RegistryClient {
             .map_err(|e| transport(format!("cannot build request: {e}")))?;
         match tokio::time::timeout(RESPONSE_TIMEOUT, self.http.request(req)).await {
             Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) => Err(transport(error_chain(&e))),
+            Ok(Err(e)) => {
+                let mut message = error_chain(&e);
+                if message.contains("invalid peer certificate") {
+                    message.push_str(&format!(
+                        " (trust the registry's CA with configs.\"{}\".tls.ca_file in registries.yaml)",
+                        self.endpoint.host
+                    ));
+                }
+                Err(transport(message))
+            }
             Err(_) => Err(transport(format!("no answer within {RESPONSE_TIMEOUT:?}"))),
         }
     }
