@@ -10,10 +10,15 @@
 
 pub mod archive;
 pub mod content;
+pub mod credentials;
 pub mod oci;
+pub mod pull;
 pub mod reference;
+pub mod registries;
+pub mod registry;
 mod resolve;
 pub mod unpack;
+pub mod watch;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -27,7 +32,11 @@ use containerd_client::types::Descriptor as PbDescriptor;
 
 use crate::agent::containerd::{Client, Error as CtrdError, Lease};
 use oci::{Descriptor, Index, Manifest, Platform};
+pub use credentials::{credentials_from_secrets, RegistryCredential};
+pub use pull::{image_present, pull, PullError, PullOptions};
 pub use reference::{normalize, ReferenceError};
+pub use registries::{Registries, RegistriesError};
+pub use watch::watch_import_dir;
 use resolve::{resolve, Blobs, Resolved};
 
 /// Manifests and configs larger than this are refused (containerd's own limit).
