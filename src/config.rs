@@ -98,6 +98,8 @@ pub struct AgentSettings {
     pub run_dir: PathBuf,
     /// Container logs (`/var/log/pods`).
     pub pod_log_dir: PathBuf,
+    /// `--private-registry`: registry mirrors and credentials (k3s's registries.yaml).
+    pub private_registry: PathBuf,
 }
 
 impl Default for AgentSettings {
@@ -109,6 +111,7 @@ impl Default for AgentSettings {
             kubelet_port: 10250,
             run_dir: PathBuf::from("/run/k3rs"),
             pod_log_dir: PathBuf::from("/var/log/pods"),
+            private_registry: PathBuf::from("/etc/k3rs/registries.yaml"),
         }
     }
 }
@@ -402,6 +405,9 @@ struct NodeArgs {
     /// Disable embedded containerd and use the CRI socket at the given path
     #[arg(long, env = "K3RS_CONTAINER_RUNTIME_ENDPOINT", value_name = "PATH")]
     container_runtime_endpoint: Option<String>,
+    /// Private registry configuration file
+    #[arg(long, env = "K3RS_PRIVATE_REGISTRY", default_value = "/etc/k3rs/registries.yaml", value_name = "FILE")]
+    private_registry: String,
     /// Port of the node's kubelet endpoint (logs, exec, port-forward)
     #[arg(
         long,
@@ -489,6 +495,7 @@ fn resolve_node(a: NodeArgs, host: &Host) -> Result<AgentSettings, ConfigError> 
         kubelet_port: check("kubelet-port", a.kubelet_port.trim(), parse_port)?,
         run_dir: host.cwd.join(a.run_dir.trim()),
         pod_log_dir: host.cwd.join(a.pod_log_dir.trim()),
+        private_registry: host.cwd.join(a.private_registry.trim()),
     })
 }
 

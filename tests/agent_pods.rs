@@ -9,6 +9,8 @@
 mod common;
 #[path = "common/images.rs"]
 mod images;
+#[path = "common/registry.rs"]
+mod registry;
 
 use common::{eventually, Server};
 use std::time::{Duration, Instant};
@@ -132,4 +134,124 @@ fn node_is_ready_and_pods_run_to_completion() {
     let pods_dir = s.data_dir().join("agent/pods");
     let left = std::fs::read_dir(&pods_dir).map(|d| d.count()).unwrap_or(0);
     assert_eq!(left, 0, "pod directories left in {}", pods_dir.display());
+}
+
+fn restart_count(s: &Server, pod: &str) -> u32 {
+    jsonpath(s, &format!("pod/{pod}"), "{.status.containerStatuses[0].restartCount}")
+        .parse()
+        .unwrap_or(0)
+}
+
+#[test]
+fn crashing_container_restarts_with_growing_back_off() {
+    let s = cluster();
+    s.kubectl_stdin(&["apply", "-f", "-"], &pod_yaml("crash", "Always", "echo run; exit 1")).ok();
+    // Record when each restart shows up, and whether CrashLoopBackOff was reported.
+    let mut seen_at: Vec<(u32, Instant)> = Vec::new();
+    let mut crash_loop = false;
+    let deadline = Instant::now() + Duration::from_secs(150);
+    while Instant::now() < deadline {
+        let n = restart_count(&s, "crash");
+        if seen_at.last().map(|(c, _)| *c) != Some(n) {
+            seen_at.push((n, Instant::now()));
+        }
+        let reason = jsonpath(&s, "pod/crash", "{.status.containerStatuses[0].state.waiting.reason}");
+        crash_loop |= reason == "CrashLoopBackOff";
+        if n >= 4 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let counts: Vec<u32> = seen_at.iter().map(|(c, _)| *c).collect();
+    assert!(counts.ends_with(&[1, 2, 3, 4]), "restart counts seen: {counts:?}\n{}", s.log());
+    assert!(crash_loop, "CrashLoopBackOff was never reported");
+    let at = |n: u32| seen_at.iter().find(|(c, _)| *c == n).map(|(_, t)| *t).expect("seen");
+    // Back-off is 10 s, then 20 s, then 40 s (lower bounds: a loaded machine is slower).
+    assert!(at(2) - at(1) >= Duration::from_secs(9), "gap 1->2: {:?}", at(2) - at(1));
+    assert!(at(3) - at(2) >= Duration::from_secs(19), "gap 2->3: {:?}", at(3) - at(2));
+    assert!(at(4) - at(3) >= Duration::from_secs(39), "gap 3->4: {:?}", at(4) - at(3));
+    assert_eq!(
+        jsonpath(&s, "pod/crash", "{.status.containerStatuses[0].lastState.terminated.exitCode}"),
+        "1"
+    );
+    let table = s.kubectl(&["get", "pod", "crash"]).ok().to_string();
+    assert!(table.contains("CrashLoopBackOff") || table.contains("Error") || table.contains("Running"), "{table}");
+    let events = s.kubectl(&["get", "events", "--field-selector", "involvedObject.name=crash"]).ok().to_string();
+    assert!(events.contains("BackOff"), "{events}");
+}
+
+#[test]
+fn deletion_waits_for_sigterm_handlers_and_kills_at_the_grace_period() {
+    let s = cluster();
+    // Handles SIGTERM by working 3 more seconds, then exits.
+    let trap = "trap 'sleep 3; exit 0' TERM; while true; do sleep 1; done";
+    // Ignores SIGTERM: only SIGKILL at the end of its 4 s grace period stops it.
+    let ignore = "trap '' TERM; while true; do sleep 1; done";
+    for (name, cmd) in [("trapper", trap), ("stubborn", ignore)] {
+        let yaml = pod_yaml(name, "Always", cmd).replace("terminationGracePeriodSeconds: 5", "terminationGracePeriodSeconds: 4");
+        s.kubectl_stdin(&["apply", "-f", "-"], &yaml).ok();
+    }
+    wait_for(&s, 60, "pod/trapper", "{.status.phase}", "Running");
+    wait_for(&s, 60, "pod/stubborn", "{.status.phase}", "Running");
+    std::thread::sleep(Duration::from_secs(1)); // the shells are in their loops
+
+    let t = Instant::now();
+    s.kubectl(&["delete", "pod", "trapper", "--grace-period=30", "--timeout=60s"]).ok();
+    let handler = t.elapsed();
+    assert!(handler >= Duration::from_secs(3), "delete returned before the handler finished: {handler:?}");
+    assert!(handler < Duration::from_secs(30), "the grace period was used up: {handler:?}");
+
+    let t = Instant::now();
+    s.kubectl(&["delete", "pod", "stubborn", "--timeout=60s"]).ok();
+    let killed = t.elapsed();
+    assert!(killed >= Duration::from_secs(4), "killed before its grace period: {killed:?}");
+    assert!(s.kubectl(&["get", "pod", "stubborn"]).code != 0, "pod object still there");
+}
+
+#[test]
+fn restarting_the_server_adopts_running_containers() {
+    let mut s = cluster();
+    s.kubectl_stdin(&["apply", "-f", "-"], &pod_yaml("web", "Always", "exec httpd -f -p 8080 -h /var/www")).ok();
+    wait_for(&s, 60, "pod/web", "{.status.phase}", "Running");
+    let path = "{.status.containerStatuses[0].state.running.startedAt} {.status.containerStatuses[0].containerID}";
+    let before = jsonpath(&s, "pod/web", path);
+    std::thread::sleep(Duration::from_secs(2));
+    s.restart();
+    s.wait_node_ready();
+    // The agent posts the status again after adopting; give it a moment.
+    std::thread::sleep(Duration::from_secs(3));
+    let after = jsonpath(&s, "pod/web", path);
+    assert_eq!(before, after, "container was restarted by the agent restart\n{}", s.log());
+    assert_eq!(restart_count(&s, "web"), 0);
+    assert_eq!(jsonpath(&s, "pod/web", "{.status.phase}"), "Running");
+}
+
+#[test]
+fn images_are_pulled_from_a_registry_and_missing_ones_back_off() {
+    let s = cluster();
+    let registry = registry::Registry::start(None);
+    registry.push_image("library/pulled", "v1", images::host_arch());
+    let image = format!("{}/library/pulled:v1", registry.host());
+    let yaml = pod_yaml("pulled", "Always", "exec httpd -f -p 8081 -h /var/www").replace(IMAGE, &image);
+    s.kubectl_stdin(&["apply", "-f", "-"], &yaml).ok();
+    wait_for(&s, 120, "pod/pulled", "{.status.phase}", "Running");
+
+    // Nothing listens on this port: the pull fails, then backs off.
+    let missing = format!("127.0.0.1:{}/library/missing:v1", common::free_port());
+    let yaml = pod_yaml("missing", "Always", "true").replace(IMAGE, &missing);
+    s.kubectl_stdin(&["apply", "-f", "-"], &yaml).ok();
+    let reason = "{.status.containerStatuses[0].state.waiting.reason}";
+    let mut seen = Vec::new();
+    let ok = eventually(60, || {
+        let r = jsonpath(&s, "pod/missing", reason);
+        if seen.last() != Some(&r) {
+            seen.push(r.clone());
+        }
+        seen.iter().any(|r| r == "ErrImagePull") && r == "ImagePullBackOff"
+    });
+    assert!(ok, "waiting reasons seen: {seen:?}");
+    let message = jsonpath(&s, "pod/missing", "{.status.containerStatuses[0].state.waiting.message}");
+    assert!(message.contains(&missing), "{message}");
+    let table = s.kubectl(&["get", "pod", "missing"]).ok().to_string();
+    assert!(table.contains("ImagePullBackOff") || table.contains("ErrImagePull"), "{table}");
 }

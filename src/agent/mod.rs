@@ -76,16 +76,20 @@ pub async fn run(opts: AgentOptions, shutdown: watch::Receiver<bool>) -> anyhow:
             .then_some(runc_root.as_path()),
     );
 
+    let registries = images::Registries::load(&s.private_registry)
+        .with_context(|| format!("private registry configuration {}", s.private_registry.display()))?;
+    // Tarballs in <data-dir>/agent/images: imported before any pod starts, then
+    // whenever one appears.
     for (path, result) in images::import_dir(&ctrd_client, &images_dir).await {
-        match result {
-            Ok(imported) => {
-                for i in imported {
-                    tracing::info!(image = %i.name, file = %path.display(), "image imported");
-                }
-            }
-            Err(e) => tracing::warn!(file = %path.display(), error = %e, "cannot import image"),
+        if let Err(e) = result {
+            tracing::warn!(file = %path.display(), error = %e, "cannot import image");
         }
     }
+    let import_task = tokio::spawn(images::watch_import_dir(
+        ctrd_client.clone(),
+        images_dir.clone(),
+        shutdown.clone(),
+    ));
 
     let config = client::load_kubeconfig(&opts.kubeconfig)?;
     let api = client::ApiClient::new(
@@ -139,6 +143,7 @@ pub async fn run(opts: AgentOptions, shutdown: watch::Receiver<bool>) -> anyhow:
         netns_dir: s.run_dir.join("netns"),
         cluster_dns: opts.cluster_dns.clone(),
         cluster_domain: opts.cluster_domain.clone(),
+        registries,
     });
     let pods_task = tokio::spawn(pods::run(ctx, shutdown.clone()));
     tracing::info!(node = %opts.node_name, ip = %node_ip, "agent is running");
@@ -151,6 +156,7 @@ pub async fn run(opts: AgentOptions, shutdown: watch::Receiver<bool>) -> anyhow:
     }
     let _ = pods_task.await;
     let _ = node_task.await;
+    let _ = import_task.await;
     ctrd.shutdown().await;
     tracing::info!("agent stopped");
     Ok(())

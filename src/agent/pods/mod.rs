@@ -39,6 +39,8 @@ pub struct PodContext {
     pub netns_dir: PathBuf,
     pub cluster_dns: Vec<String>,
     pub cluster_domain: String,
+    /// Mirrors and credentials from registries.yaml.
+    pub registries: crate::agent::images::Registries,
 }
 
 impl PodContext {
@@ -99,12 +101,39 @@ impl PodContext {
         });
     }
 
-    /// Pulls `image` for `pod` (with its imagePullSecrets). The error is the message the
-    /// pod's waiting state shows.
-    pub async fn pull(&self, _pod: &Pod, image: &str) -> Result<(), String> {
-        Err(format!(
-            "failed to pull and unpack image \"{image}\": pulling from registries is not supported by this build; import the image into the agent's images directory"
-        ))
+    /// Pulls `image` for `pod` with the credentials of its imagePullSecrets (then those
+    /// of registries.yaml). The error is the message the pod's waiting state shows.
+    pub async fn pull(&self, pod: &Pod, image: &str) -> Result<(), String> {
+        let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+        let mut secrets = Vec::new();
+        let names = pod.spec.iter().flat_map(|s| s.image_pull_secrets.iter().flatten());
+        for r in names {
+            let path = format!("/api/v1/namespaces/{ns}/secrets/{}", r.name);
+            match self.client.get(&path).await {
+                Ok(Some(secret)) => secrets.push(secret),
+                Ok(None) => tracing::warn!(secret = %r.name, "imagePullSecret not found"),
+                Err(e) => tracing::warn!(secret = %r.name, error = %e, "cannot read imagePullSecret"),
+            }
+        }
+        let credentials = crate::agent::images::credentials_from_secrets(&secrets);
+        let opts = crate::agent::images::PullOptions {
+            credentials: &credentials,
+            registries: &self.registries,
+        };
+        self.event(pod, "Normal", "Pulling", &format!("Pulling image \"{image}\""));
+        let started = std::time::Instant::now();
+        match crate::agent::images::pull(self.runtime.client(), image, &opts).await {
+            Ok(_) => {
+                self.event(
+                    pod,
+                    "Normal",
+                    "Pulled",
+                    &format!("Successfully pulled image \"{image}\" in {:.3}s", started.elapsed().as_secs_f64()),
+                );
+                Ok(())
+            }
+            Err(e) => Err(e.to_string()),
+        }
     }
 
     /// Removes the node-side leftovers of a pod: volumes, network namespace, cgroups
