@@ -1,8 +1,9 @@
 //! The OCI runtime spec (config.json) of a container, built as JSON: process (args,
 //! env, cwd, user, capabilities, rlimits), root, default mounts, namespaces, cgroups
-//! path, masked and read-only paths. Defaults follow containerd's default Linux spec
-//! (`oci.populateDefaultUnixSpec`), which is also what the CRI plugin starts from.
-//! No I/O beyond reading our own RLIMIT_NOFILE.
+//! path, masked and read-only paths, cgroup resources, privileged mode and devices.
+//! Defaults follow containerd's default Linux spec (`oci.populateDefaultUnixSpec`),
+//! which is also what the CRI plugin starts from. No I/O beyond reading our own
+//! RLIMIT_NOFILE and, on request, listing the host's devices ([`host_devices`]).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -121,6 +122,130 @@ pub fn parse_user(user: &str) -> Result<User, UserError> {
     })
 }
 
+/// Every capability the kernel knows, for privileged containers and `add: [ALL]`.
+/// runc skips the ones a kernel older than this list lacks.
+pub const ALL_CAPABILITIES: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+];
+
+/// cgroup limits of a container (`linux.resources`); `None` leaves the kernel default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Resources {
+    /// cpu.shares (cgroup v1 units; runc converts to cpu.weight on v2).
+    pub cpu_shares: Option<u64>,
+    /// CFS quota in microseconds per `cpu_period`.
+    pub cpu_quota: Option<i64>,
+    /// CFS period in microseconds.
+    pub cpu_period: Option<u64>,
+    /// Memory limit in bytes.
+    pub memory_limit: Option<i64>,
+}
+
+/// A device node created in the container (`linux.devices`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Device {
+    pub path: String,
+    /// `c` or `b`.
+    pub kind: char,
+    pub major: u64,
+    pub minor: u64,
+    pub file_mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// Directories of /dev whose nodes are not devices a container should get (the same
+/// list runc's `HostDevices` skips).
+const SKIPPED_DEV_DIRS: &[&str] = &["pts", "shm", "fd", "mqueue", ".lxc", ".lxd-mounts", ".udev"];
+
+/// The host's character and block devices under `/dev`, for privileged containers
+/// (containerd's `WithHostDevices`).
+pub fn host_devices() -> std::io::Result<Vec<Device>> {
+    let mut out = Vec::new();
+    collect_devices(std::path::Path::new("/dev"), &mut out)?;
+    Ok(out)
+}
+
+fn collect_devices(dir: &std::path::Path, out: &mut Vec<Device>) -> std::io::Result<()> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let ft = entry.file_type()?;
+        if ft.is_dir() {
+            if !SKIPPED_DEV_DIRS.iter().any(|d| name == *d) {
+                collect_devices(&entry.path(), out)?;
+            }
+            continue;
+        }
+        if name == "console" {
+            continue;
+        }
+        let kind = if ft.is_char_device() {
+            'c'
+        } else if ft.is_block_device() {
+            'b'
+        } else {
+            continue;
+        };
+        // A device can vanish between readdir and stat (hotplug): skip it.
+        let Ok(meta) = entry.metadata() else {
+            continue;
+        };
+        let rdev = meta.rdev();
+        out.push(Device {
+            path: entry.path().to_string_lossy().into_owned(),
+            kind,
+            major: libc::major(rdev) as u64,
+            minor: libc::minor(rdev) as u64,
+            file_mode: meta.mode() & 0o7777,
+            uid: meta.uid(),
+            gid: meta.gid(),
+        });
+    }
+    Ok(())
+}
+
 /// Everything the spec is built from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerSpec {
@@ -141,6 +266,19 @@ pub struct ContainerSpec {
     /// RLIMIT_NOFILE soft and hard limit (`None`: inherit the shim's).
     pub nofile: Option<u64>,
     pub annotations: BTreeMap<String, String>,
+    /// Bounding, effective and permitted capabilities (`CAP_` names).
+    pub capabilities: Vec<String>,
+    /// No masked or read-only paths, writable /sys, every device allowed.
+    pub privileged: bool,
+    pub no_new_privileges: bool,
+    pub resources: Resources,
+    pub oom_score_adj: Option<i32>,
+    /// Device nodes to create (the host's for privileged containers).
+    pub devices: Vec<Device>,
+    /// Namespaced sysctls (`linux.sysctl`).
+    pub sysctls: BTreeMap<String, String>,
+    /// `rslave` or `rshared` when a mount needs propagation from the host.
+    pub rootfs_propagation: Option<String>,
 }
 
 impl Default for ContainerSpec {
@@ -161,6 +299,14 @@ impl Default for ContainerSpec {
             terminal: false,
             nofile: Some(default_nofile()),
             annotations: BTreeMap::new(),
+            capabilities: DEFAULT_CAPABILITIES.iter().map(|c| c.to_string()).collect(),
+            privileged: false,
+            no_new_privileges: true,
+            resources: Resources::default(),
+            oom_score_adj: None,
+            devices: Vec::new(),
+            sysctls: BTreeMap::new(),
+            rootfs_propagation: None,
         }
     }
 }
@@ -216,7 +362,7 @@ impl ContainerSpec {
 
     /// The runtime spec JSON (root path `rootfs`: the shim mounts the snapshot there).
     pub fn to_oci(&self) -> Value {
-        let caps: Vec<&str> = DEFAULT_CAPABILITIES.to_vec();
+        let caps = &self.capabilities;
         let mut namespaces = vec![json!({"type": "mount"})];
         for (kind, ns) in [
             ("network", &self.network),
@@ -240,6 +386,14 @@ impl ContainerSpec {
                 .iter()
                 .any(|o| o.destination == m["destination"])
         });
+        if self.privileged {
+            // Privileged containers get a writable /sys, like containerd's CRI plugin.
+            for m in mounts.iter_mut().filter(|m| m["destination"] == "/sys") {
+                if let Some(opts) = m["options"].as_array_mut() {
+                    opts.retain(|o| o != "ro");
+                }
+            }
+        }
         for m in &self.mounts {
             mounts.push(json!({
                 "destination": m.destination,
@@ -264,17 +418,51 @@ impl ContainerSpec {
                     "effective": caps,
                     "permitted": caps,
                 },
-                "noNewPrivileges": true,
+                "noNewPrivileges": self.no_new_privileges,
             },
             "root": {"path": "rootfs", "readonly": self.readonly_rootfs},
             "mounts": mounts,
             "linux": {
-                "resources": {"devices": [{"allow": false, "access": "rwm"}]},
+                "resources": {},
                 "namespaces": namespaces,
-                "maskedPaths": MASKED_PATHS,
-                "readonlyPaths": READONLY_PATHS,
             },
         });
+        if self.privileged {
+            spec["linux"]["resources"]["devices"] = json!([{"allow": true, "access": "rwm"}]);
+        } else {
+            // Deny all, then runc adds its default allow list (null, zero, tty, ...).
+            spec["linux"]["resources"]["devices"] = json!([{"allow": false, "access": "rwm"}]);
+            spec["linux"]["maskedPaths"] = json!(MASKED_PATHS);
+            spec["linux"]["readonlyPaths"] = json!(READONLY_PATHS);
+        }
+        self.resources_to_oci(&mut spec);
+        if !self.devices.is_empty() {
+            let devices: Vec<Value> = self
+                .devices
+                .iter()
+                .map(|d| {
+                    json!({
+                        "path": d.path,
+                        "type": d.kind.to_string(),
+                        "major": d.major,
+                        "minor": d.minor,
+                        "fileMode": d.file_mode,
+                        "uid": d.uid,
+                        "gid": d.gid,
+                    })
+                })
+                .collect();
+            spec["linux"]["devices"] = json!(devices);
+        }
+        if !self.sysctls.is_empty() {
+            spec["linux"]["sysctl"] = json!(self.sysctls);
+        }
+        if let Some(p) = &self.rootfs_propagation {
+            spec["linux"]["rootfsPropagation"] = json!(p);
+        }
+        if let Some(adj) = self.oom_score_adj {
+            spec["process"]["oomScoreAdj"] = json!(adj);
+        }
         if let Some(n) = self.nofile {
             spec["process"]["rlimits"] = json!([{"type": "RLIMIT_NOFILE", "hard": n, "soft": n}]);
         }
@@ -291,6 +479,28 @@ impl ContainerSpec {
             spec["annotations"] = json!(self.annotations);
         }
         spec
+    }
+}
+
+impl ContainerSpec {
+    fn resources_to_oci(&self, spec: &mut Value) {
+        let r = &self.resources;
+        let mut cpu = serde_json::Map::new();
+        if let Some(v) = r.cpu_shares {
+            cpu.insert("shares".into(), json!(v));
+        }
+        if let Some(v) = r.cpu_quota {
+            cpu.insert("quota".into(), json!(v));
+        }
+        if let Some(v) = r.cpu_period {
+            cpu.insert("period".into(), json!(v));
+        }
+        if !cpu.is_empty() {
+            spec["linux"]["resources"]["cpu"] = Value::Object(cpu);
+        }
+        if let Some(v) = r.memory_limit {
+            spec["linux"]["resources"]["memory"] = json!({"limit": v});
+        }
     }
 }
 
