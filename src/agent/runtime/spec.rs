@@ -12,26 +12,14 @@ use serde_json::{json, Value};
 
 use crate::agent::images::ImageConfig;
 
+mod privileges;
+
+pub use privileges::{
+    current_capabilities, host_devices, Device, ALL_CAPABILITIES, DEFAULT_CAPABILITIES,
+};
+
 /// The PATH a container gets when neither the image nor the pod sets one.
 pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
-/// containerd's default capability set (also Docker's).
-pub const DEFAULT_CAPABILITIES: &[&str] = &[
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-];
 
 const MASKED_PATHS: &[&str] = &[
     "/proc/acpi",
@@ -122,52 +110,6 @@ pub fn parse_user(user: &str) -> Result<User, UserError> {
     })
 }
 
-/// Every capability the kernel knows, for privileged containers and `add: [ALL]`.
-/// runc skips the ones a kernel older than this list lacks.
-pub const ALL_CAPABILITIES: &[&str] = &[
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_DAC_READ_SEARCH",
-    "CAP_FOWNER",
-    "CAP_FSETID",
-    "CAP_KILL",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETPCAP",
-    "CAP_LINUX_IMMUTABLE",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_NET_BROADCAST",
-    "CAP_NET_ADMIN",
-    "CAP_NET_RAW",
-    "CAP_IPC_LOCK",
-    "CAP_IPC_OWNER",
-    "CAP_SYS_MODULE",
-    "CAP_SYS_RAWIO",
-    "CAP_SYS_CHROOT",
-    "CAP_SYS_PTRACE",
-    "CAP_SYS_PACCT",
-    "CAP_SYS_ADMIN",
-    "CAP_SYS_BOOT",
-    "CAP_SYS_NICE",
-    "CAP_SYS_RESOURCE",
-    "CAP_SYS_TIME",
-    "CAP_SYS_TTY_CONFIG",
-    "CAP_MKNOD",
-    "CAP_LEASE",
-    "CAP_AUDIT_WRITE",
-    "CAP_AUDIT_CONTROL",
-    "CAP_SETFCAP",
-    "CAP_MAC_OVERRIDE",
-    "CAP_MAC_ADMIN",
-    "CAP_SYSLOG",
-    "CAP_WAKE_ALARM",
-    "CAP_BLOCK_SUSPEND",
-    "CAP_AUDIT_READ",
-    "CAP_PERFMON",
-    "CAP_BPF",
-    "CAP_CHECKPOINT_RESTORE",
-];
-
 /// cgroup limits of a container (`linux.resources`); `None` leaves the kernel default.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Resources {
@@ -179,71 +121,6 @@ pub struct Resources {
     pub cpu_period: Option<u64>,
     /// Memory limit in bytes.
     pub memory_limit: Option<i64>,
-}
-
-/// A device node created in the container (`linux.devices`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Device {
-    pub path: String,
-    /// `c` or `b`.
-    pub kind: char,
-    pub major: u64,
-    pub minor: u64,
-    pub file_mode: u32,
-    pub uid: u32,
-    pub gid: u32,
-}
-
-/// Directories of /dev whose nodes are not devices a container should get (the same
-/// list runc's `HostDevices` skips).
-const SKIPPED_DEV_DIRS: &[&str] = &["pts", "shm", "fd", "mqueue", ".lxc", ".lxd-mounts", ".udev"];
-
-/// The host's character and block devices under `/dev`, for privileged containers
-/// (containerd's `WithHostDevices`).
-pub fn host_devices() -> std::io::Result<Vec<Device>> {
-    let mut out = Vec::new();
-    collect_devices(std::path::Path::new("/dev"), &mut out)?;
-    Ok(out)
-}
-
-fn collect_devices(dir: &std::path::Path, out: &mut Vec<Device>) -> std::io::Result<()> {
-    use std::os::unix::fs::{FileTypeExt, MetadataExt};
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let name = entry.file_name();
-        let ft = entry.file_type()?;
-        if ft.is_dir() {
-            if !SKIPPED_DEV_DIRS.iter().any(|d| name == *d) {
-                collect_devices(&entry.path(), out)?;
-            }
-            continue;
-        }
-        if name == "console" {
-            continue;
-        }
-        let kind = if ft.is_char_device() {
-            'c'
-        } else if ft.is_block_device() {
-            'b'
-        } else {
-            continue;
-        };
-        // A device can vanish between readdir and stat (hotplug): skip it.
-        let Ok(meta) = entry.metadata() else {
-            continue;
-        };
-        let rdev = meta.rdev();
-        out.push(Device {
-            path: entry.path().to_string_lossy().into_owned(),
-            kind,
-            major: libc::major(rdev) as u64,
-            minor: libc::minor(rdev) as u64,
-            file_mode: meta.mode() & 0o7777,
-            uid: meta.uid(),
-            gid: meta.gid(),
-        });
-    }
-    Ok(())
 }
 
 /// Everything the spec is built from.
@@ -660,5 +537,44 @@ mod tests {
             .expect("caps");
         assert_eq!(caps.len(), DEFAULT_CAPABILITIES.len());
         assert_eq!(spec["process"]["rlimits"][0]["type"], "RLIMIT_NOFILE");
+    }
+
+    #[test]
+    fn oci_spec_carries_limits_privileges_and_sysctls() {
+        let spec = ContainerSpec {
+            capabilities: vec!["CAP_NET_ADMIN".into()],
+            no_new_privileges: false,
+            resources: Resources {
+                cpu_shares: Some(512),
+                cpu_quota: Some(50_000),
+                cpu_period: Some(100_000),
+                memory_limit: Some(1 << 26),
+            },
+            oom_score_adj: Some(500),
+            sysctls: BTreeMap::from([("net.core.somaxconn".to_string(), "1024".to_string())]),
+            rootfs_propagation: Some("rslave".into()),
+            ..Default::default()
+        }
+        .to_oci();
+        assert_eq!(
+            spec["process"]["capabilities"]["bounding"],
+            json!(["CAP_NET_ADMIN"])
+        );
+        assert_eq!(spec["process"]["noNewPrivileges"], false);
+        assert_eq!(spec["process"]["oomScoreAdj"], 500);
+        let r = &spec["linux"]["resources"];
+        assert_eq!(
+            r["cpu"],
+            json!({"shares": 512, "quota": 50_000, "period": 100_000})
+        );
+        assert_eq!(r["memory"]["limit"], 1 << 26);
+        assert_eq!(r["devices"], json!([{"allow": false, "access": "rwm"}]));
+        assert_eq!(spec["linux"]["sysctl"]["net.core.somaxconn"], "1024");
+        assert_eq!(spec["linux"]["rootfsPropagation"], "rslave");
+        // Existing callers keep their defaults.
+        let plain = ContainerSpec::default().to_oci();
+        assert_eq!(plain["process"]["noNewPrivileges"], true);
+        assert!(plain["linux"]["resources"].get("cpu").is_none());
+        assert!(plain["linux"].get("devices").is_none());
     }
 }

@@ -117,7 +117,8 @@ pub fn container_spec(
     spec.no_new_privileges = security::no_new_privileges(container);
     spec.readonly_rootfs = read_only_root;
     spec.resources = security::resources(container);
-    spec.oom_score_adj = Some(security::oom_score_adj(pod, container, capacity.memory));
+    let adj = security::oom_score_adj(pod, container, capacity.memory);
+    spec.oom_score_adj = Some(security::restrict_oom_score_adj(adj));
     if privileged {
         spec.devices =
             host_devices().map_err(IoError::at("list host devices in", Path::new("/dev")))?;

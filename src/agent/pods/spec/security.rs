@@ -9,7 +9,7 @@ use super::ConfigError;
 use crate::agent::images::ImageConfig;
 use crate::agent::pods::volumes::downward::container_quantity;
 use crate::agent::runtime::spec::{
-    parse_user, Resources, User, ALL_CAPABILITIES, DEFAULT_CAPABILITIES,
+    current_capabilities, parse_user, Resources, User, DEFAULT_CAPABILITIES,
 };
 
 /// Upstream's CFS period (100ms) and conversion bounds.
@@ -121,12 +121,12 @@ fn cap_name(c: &str) -> String {
     }
 }
 
-/// The capability set: every one for privileged containers, else containerd's
-/// defaults with `add` then `drop` applied (`ALL` first, so `add: [ALL], drop:
-/// [CHOWN]` is everything but CHOWN).
+/// The capability set: every one this agent holds for privileged containers, else
+/// containerd's defaults with `add` then `drop` applied (`ALL` first, so `add: [ALL],
+/// drop: [CHOWN]` is everything but CHOWN).
 pub fn capabilities(container: &Container) -> Vec<String> {
     if privileged(container) {
-        return ALL_CAPABILITIES.iter().map(|c| c.to_string()).collect();
+        return current_capabilities();
     }
     let caps = sc(container).and_then(|s| s.capabilities.as_ref());
     let add: Vec<&String> = caps
@@ -141,7 +141,7 @@ pub fn capabilities(container: &Container) -> Vec<String> {
         .collect();
     let is_all = |c: &&String| c.eq_ignore_ascii_case("ALL");
     let mut set: Vec<String> = if add.iter().any(is_all) {
-        ALL_CAPABILITIES.iter().map(|c| c.to_string()).collect()
+        current_capabilities()
     } else {
         DEFAULT_CAPABILITIES.iter().map(|c| c.to_string()).collect()
     };
@@ -258,6 +258,23 @@ pub fn oom_score_adj(pod: &Pod, container: &Container, memory_capacity: i64) -> 
             }
         }
     }
+}
+
+/// Without CAP_SYS_RESOURCE (a restricted host container) a process may not lower
+/// its OOM score below its parent's, and runc would fail the start: keep it at or
+/// above ours, like containerd's `restrict_oom_score_adj`.
+pub fn restrict_oom_score_adj(adj: i32) -> i32 {
+    if current_capabilities()
+        .iter()
+        .any(|c| c == "CAP_SYS_RESOURCE")
+    {
+        return adj;
+    }
+    let ours = std::fs::read_to_string("/proc/self/oom_score_adj")
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+        .unwrap_or(0);
+    adj.max(ours)
 }
 
 /// `allowPrivilegeEscalation: false` sets no_new_privs (upstream's
