@@ -97,6 +97,24 @@ fn resolve_sub_path(
     container: &str,
 ) -> Result<PathBuf, ConfigError> {
     let path = volume.join(sub);
+    let outside = || {
+        ConfigError::Mount(format!(
+            "subpath {:?} not within volume path {:?}",
+            path.display().to_string(),
+            volume.display().to_string()
+        ))
+    };
+    let base = std::fs::canonicalize(volume).map_err(|_| outside())?;
+    // Check where the deepest existing part leads before creating anything, so a
+    // symlink in the volume cannot make us create directories elsewhere on the host.
+    let existing = path
+        .ancestors()
+        .find(|p| std::fs::symlink_metadata(p).is_ok())
+        .unwrap_or(volume);
+    let real_existing = std::fs::canonicalize(existing).map_err(|_| outside())?;
+    if !real_existing.starts_with(&base) {
+        return Err(outside());
+    }
     if std::fs::symlink_metadata(&path).is_err() {
         let mode = std::fs::metadata(volume)
             .map(|m| m.permissions().mode() & 0o7777)
@@ -110,15 +128,7 @@ fn resolve_sub_path(
             )));
         }
     }
-    let outside = || {
-        ConfigError::Mount(format!(
-            "subpath {:?} not within volume path {:?}",
-            path.display().to_string(),
-            volume.display().to_string()
-        ))
-    };
     let real = std::fs::canonicalize(&path).map_err(|_| outside())?;
-    let base = std::fs::canonicalize(volume).map_err(|_| outside())?;
     if !real.starts_with(&base) {
         return Err(outside());
     }

@@ -538,9 +538,13 @@ fn bad_mounts_are_config_errors() {
         with(mount("data", "a/../../etc")),
         "unable to provision SubPath `a/../../etc`: must not contain '..'"
     );
-    // A symlink inside the volume that leads out of it.
-    std::os::unix::fs::symlink("/etc", f.volumes.by_name["data"].join("escape")).unwrap();
+    // A symlink inside the volume that leads out of it: refused, nothing created
+    // behind it.
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    std::os::unix::fs::symlink(elsewhere.path(), f.volumes.by_name["data"].join("escape")).unwrap();
     assert!(with(mount("data", "escape")).starts_with("subpath "));
+    assert!(with(mount("data", "escape/new/dir")).starts_with("subpath "));
+    assert!(!elsewhere.path().join("new").exists());
     assert_eq!(
         with(VolumeMount {
             sub_path_expr: Some("$(UNSET)/x".into()),

@@ -459,14 +459,30 @@ fn empty_dir_and_host_path() {
             }),
             ..volume("data")
         },
+        Volume {
+            config_map: Some(ConfigMapVolumeSource {
+                name: "app".into(),
+                default_mode: Some(0o600),
+                ..Default::default()
+            }),
+            ..volume("config")
+        },
     ]);
+    let mut objects = Objects::default();
+    objects
+        .config_maps
+        .insert("app".into(), config_map("app", &[("k", "v")]));
     pod.spec.as_mut().unwrap().security_context =
         Some(k8s_openapi::api::core::v1::PodSecurityContext {
             fs_group: Some(2000),
             ..Default::default()
         });
-    let v = prepare(&dir.path(), &pod, &Objects::default(), &test_node()).expect("prepare");
+    let v = prepare(&dir.path(), &pod, &objects, &test_node()).expect("prepare");
     let scratch = &v.by_name["scratch"];
+    // fsGroup: content files group-owned and group-readable.
+    let key = v.by_name["config"].join("k");
+    assert_eq!(std::fs::metadata(&key).unwrap().gid(), 2000);
+    assert_eq!(mode(&key), 0o640);
     assert_eq!(
         *scratch,
         dir.path().join("volumes/kubernetes.io~empty-dir/scratch")
@@ -477,7 +493,7 @@ fn empty_dir_and_host_path() {
     assert!(created.is_dir());
     // Files a container wrote survive a refresh.
     std::fs::write(scratch.join("keep"), "x").unwrap();
-    prepare(&dir.path(), &pod, &Objects::default(), &test_node()).expect("prepare again");
+    prepare(&dir.path(), &pod, &objects, &test_node()).expect("prepare again");
     assert_eq!(read(&scratch.join("keep")), "x");
 }
 
