@@ -1,8 +1,9 @@
 //! The OCI runtime spec (config.json) of a container, built as JSON: process (args,
 //! env, cwd, user, capabilities, rlimits), root, default mounts, namespaces, cgroups
-//! path, masked and read-only paths. Defaults follow containerd's default Linux spec
-//! (`oci.populateDefaultUnixSpec`), which is also what the CRI plugin starts from.
-//! No I/O beyond reading our own RLIMIT_NOFILE.
+//! path, masked and read-only paths, cgroup resources, privileged mode and devices.
+//! Defaults follow containerd's default Linux spec (`oci.populateDefaultUnixSpec`),
+//! which is also what the CRI plugin starts from. No I/O beyond reading our own
+//! RLIMIT_NOFILE and, on request, listing the host's devices ([`host_devices`]).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -11,26 +12,14 @@ use serde_json::{json, Value};
 
 use crate::agent::images::ImageConfig;
 
+mod privileges;
+
+pub use privileges::{
+    current_capabilities, host_devices, Device, ALL_CAPABILITIES, DEFAULT_CAPABILITIES,
+};
+
 /// The PATH a container gets when neither the image nor the pod sets one.
 pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
-/// containerd's default capability set (also Docker's).
-pub const DEFAULT_CAPABILITIES: &[&str] = &[
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-];
 
 const MASKED_PATHS: &[&str] = &[
     "/proc/acpi",
@@ -121,6 +110,19 @@ pub fn parse_user(user: &str) -> Result<User, UserError> {
     })
 }
 
+/// cgroup limits of a container (`linux.resources`); `None` leaves the kernel default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Resources {
+    /// cpu.shares (cgroup v1 units; runc converts to cpu.weight on v2).
+    pub cpu_shares: Option<u64>,
+    /// CFS quota in microseconds per `cpu_period`.
+    pub cpu_quota: Option<i64>,
+    /// CFS period in microseconds.
+    pub cpu_period: Option<u64>,
+    /// Memory limit in bytes.
+    pub memory_limit: Option<i64>,
+}
+
 /// Everything the spec is built from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerSpec {
@@ -141,6 +143,19 @@ pub struct ContainerSpec {
     /// RLIMIT_NOFILE soft and hard limit (`None`: inherit the shim's).
     pub nofile: Option<u64>,
     pub annotations: BTreeMap<String, String>,
+    /// Bounding, effective and permitted capabilities (`CAP_` names).
+    pub capabilities: Vec<String>,
+    /// No masked or read-only paths, writable /sys, every device allowed.
+    pub privileged: bool,
+    pub no_new_privileges: bool,
+    pub resources: Resources,
+    pub oom_score_adj: Option<i32>,
+    /// Device nodes to create (the host's for privileged containers).
+    pub devices: Vec<Device>,
+    /// Namespaced sysctls (`linux.sysctl`).
+    pub sysctls: BTreeMap<String, String>,
+    /// `rslave` or `rshared` when a mount needs propagation from the host.
+    pub rootfs_propagation: Option<String>,
 }
 
 impl Default for ContainerSpec {
@@ -161,6 +176,14 @@ impl Default for ContainerSpec {
             terminal: false,
             nofile: Some(default_nofile()),
             annotations: BTreeMap::new(),
+            capabilities: DEFAULT_CAPABILITIES.iter().map(|c| c.to_string()).collect(),
+            privileged: false,
+            no_new_privileges: true,
+            resources: Resources::default(),
+            oom_score_adj: None,
+            devices: Vec::new(),
+            sysctls: BTreeMap::new(),
+            rootfs_propagation: None,
         }
     }
 }
@@ -216,7 +239,7 @@ impl ContainerSpec {
 
     /// The runtime spec JSON (root path `rootfs`: the shim mounts the snapshot there).
     pub fn to_oci(&self) -> Value {
-        let caps: Vec<&str> = DEFAULT_CAPABILITIES.to_vec();
+        let caps = &self.capabilities;
         let mut namespaces = vec![json!({"type": "mount"})];
         for (kind, ns) in [
             ("network", &self.network),
@@ -240,6 +263,14 @@ impl ContainerSpec {
                 .iter()
                 .any(|o| o.destination == m["destination"])
         });
+        if self.privileged {
+            // Privileged containers get a writable /sys, like containerd's CRI plugin.
+            for m in mounts.iter_mut().filter(|m| m["destination"] == "/sys") {
+                if let Some(opts) = m["options"].as_array_mut() {
+                    opts.retain(|o| o != "ro");
+                }
+            }
+        }
         for m in &self.mounts {
             mounts.push(json!({
                 "destination": m.destination,
@@ -264,17 +295,51 @@ impl ContainerSpec {
                     "effective": caps,
                     "permitted": caps,
                 },
-                "noNewPrivileges": true,
+                "noNewPrivileges": self.no_new_privileges,
             },
             "root": {"path": "rootfs", "readonly": self.readonly_rootfs},
             "mounts": mounts,
             "linux": {
-                "resources": {"devices": [{"allow": false, "access": "rwm"}]},
+                "resources": {},
                 "namespaces": namespaces,
-                "maskedPaths": MASKED_PATHS,
-                "readonlyPaths": READONLY_PATHS,
             },
         });
+        if self.privileged {
+            spec["linux"]["resources"]["devices"] = json!([{"allow": true, "access": "rwm"}]);
+        } else {
+            // Deny all, then runc adds its default allow list (null, zero, tty, ...).
+            spec["linux"]["resources"]["devices"] = json!([{"allow": false, "access": "rwm"}]);
+            spec["linux"]["maskedPaths"] = json!(MASKED_PATHS);
+            spec["linux"]["readonlyPaths"] = json!(READONLY_PATHS);
+        }
+        self.resources_to_oci(&mut spec);
+        if !self.devices.is_empty() {
+            let devices: Vec<Value> = self
+                .devices
+                .iter()
+                .map(|d| {
+                    json!({
+                        "path": d.path,
+                        "type": d.kind.to_string(),
+                        "major": d.major,
+                        "minor": d.minor,
+                        "fileMode": d.file_mode,
+                        "uid": d.uid,
+                        "gid": d.gid,
+                    })
+                })
+                .collect();
+            spec["linux"]["devices"] = json!(devices);
+        }
+        if !self.sysctls.is_empty() {
+            spec["linux"]["sysctl"] = json!(self.sysctls);
+        }
+        if let Some(p) = &self.rootfs_propagation {
+            spec["linux"]["rootfsPropagation"] = json!(p);
+        }
+        if let Some(adj) = self.oom_score_adj {
+            spec["process"]["oomScoreAdj"] = json!(adj);
+        }
         if let Some(n) = self.nofile {
             spec["process"]["rlimits"] = json!([{"type": "RLIMIT_NOFILE", "hard": n, "soft": n}]);
         }
@@ -291,6 +356,28 @@ impl ContainerSpec {
             spec["annotations"] = json!(self.annotations);
         }
         spec
+    }
+}
+
+impl ContainerSpec {
+    fn resources_to_oci(&self, spec: &mut Value) {
+        let r = &self.resources;
+        let mut cpu = serde_json::Map::new();
+        if let Some(v) = r.cpu_shares {
+            cpu.insert("shares".into(), json!(v));
+        }
+        if let Some(v) = r.cpu_quota {
+            cpu.insert("quota".into(), json!(v));
+        }
+        if let Some(v) = r.cpu_period {
+            cpu.insert("period".into(), json!(v));
+        }
+        if !cpu.is_empty() {
+            spec["linux"]["resources"]["cpu"] = Value::Object(cpu);
+        }
+        if let Some(v) = r.memory_limit {
+            spec["linux"]["resources"]["memory"] = json!({"limit": v});
+        }
     }
 }
 
@@ -450,5 +537,44 @@ mod tests {
             .expect("caps");
         assert_eq!(caps.len(), DEFAULT_CAPABILITIES.len());
         assert_eq!(spec["process"]["rlimits"][0]["type"], "RLIMIT_NOFILE");
+    }
+
+    #[test]
+    fn oci_spec_carries_limits_privileges_and_sysctls() {
+        let spec = ContainerSpec {
+            capabilities: vec!["CAP_NET_ADMIN".into()],
+            no_new_privileges: false,
+            resources: Resources {
+                cpu_shares: Some(512),
+                cpu_quota: Some(50_000),
+                cpu_period: Some(100_000),
+                memory_limit: Some(1 << 26),
+            },
+            oom_score_adj: Some(500),
+            sysctls: BTreeMap::from([("net.core.somaxconn".to_string(), "1024".to_string())]),
+            rootfs_propagation: Some("rslave".into()),
+            ..Default::default()
+        }
+        .to_oci();
+        assert_eq!(
+            spec["process"]["capabilities"]["bounding"],
+            json!(["CAP_NET_ADMIN"])
+        );
+        assert_eq!(spec["process"]["noNewPrivileges"], false);
+        assert_eq!(spec["process"]["oomScoreAdj"], 500);
+        let r = &spec["linux"]["resources"];
+        assert_eq!(
+            r["cpu"],
+            json!({"shares": 512, "quota": 50_000, "period": 100_000})
+        );
+        assert_eq!(r["memory"]["limit"], 1 << 26);
+        assert_eq!(r["devices"], json!([{"allow": false, "access": "rwm"}]));
+        assert_eq!(spec["linux"]["sysctl"]["net.core.somaxconn"], "1024");
+        assert_eq!(spec["linux"]["rootfsPropagation"], "rslave");
+        // Existing callers keep their defaults.
+        let plain = ContainerSpec::default().to_oci();
+        assert_eq!(plain["process"]["noNewPrivileges"], true);
+        assert!(plain["linux"]["resources"].get("cpu").is_none());
+        assert!(plain["linux"].get("devices").is_none());
     }
 }
