@@ -131,6 +131,8 @@ fn node_is_ready_and_pods_run_to_completion() {
         left, 0,
         "network namespaces left after all pods were deleted"
     );
+    let events = s.kubectl(&["get", "events"]).ok().to_string();
+    assert!(events.contains("Started"), "{events}\n{}", s.log());
     let pods_dir = s.data_dir().join("agent/pods");
     let left = std::fs::read_dir(&pods_dir).map(|d| d.count()).unwrap_or(0);
     assert_eq!(left, 0, "pod directories left in {}", pods_dir.display());

@@ -74,7 +74,8 @@ impl PodContext {
             "apiVersion": "v1",
             "kind": "Event",
             "metadata": {
-                "generateName": format!("{}.", m.name.as_deref().unwrap_or("pod")),
+                // The kubelet's naming: <object>.<unix nanos in hex>.
+                "name": format!("{}.{:x}", m.name.as_deref().unwrap_or("pod"), unix_nanos()),
                 "namespace": ns,
             },
             "involvedObject": {
@@ -162,6 +163,13 @@ impl PodContext {
             tracing::warn!("pod cleanup panicked");
         }
     }
+}
+
+fn unix_nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default()
 }
 
 /// Removes the pod-level cgroup directories runc leaves behind (`/k3rs/<uid>` under each
