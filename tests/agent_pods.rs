@@ -257,3 +257,39 @@ fn images_are_pulled_from_a_registry_and_missing_ones_back_off() {
     let table = s.kubectl(&["get", "pod", "missing"]).ok().to_string();
     assert!(table.contains("ImagePullBackOff") || table.contains("ErrImagePull"), "{table}");
 }
+
+#[test]
+fn configmap_volume_is_readable_and_follows_updates() {
+    let s = cluster();
+    s.kubectl(&["create", "configmap", "settings", "--from-literal=greeting=hello"]).ok();
+    let yaml = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: reader\nspec:\n  nodeName: test-node\n  containers:\n  - name: main\n    image: {IMAGE}\n    command: [\"sh\", \"-c\", \"while true; do cat /config/greeting; echo; sleep 1; done\"]\n    env:\n    - name: GREETING\n      valueFrom:\n        configMapKeyRef: {{name: settings, key: greeting}}\n    volumeMounts:\n    - {{name: config, mountPath: /config}}\n  volumes:\n  - name: config\n    configMap: {{name: settings}}\n"
+    );
+    s.kubectl_stdin(&["apply", "-f", "-"], &yaml).ok();
+    wait_for(&s, 60, "pod/reader", "{.status.phase}", "Running");
+    // The file as the container sees it: read from the pod's volume on the node.
+    let uid = jsonpath(&s, "pod/reader", "{.metadata.uid}");
+    let file = s
+        .data_dir()
+        .join("agent/pods")
+        .join(&uid)
+        .join("volumes/kubernetes.io~configmap/config/greeting");
+    let log_dir = s.pod_log_dir().join(format!("default_reader_{uid}/main"));
+    let log = || std::fs::read_to_string(log_dir.join("0.log")).unwrap_or_default();
+    assert!(eventually(30, || log().contains("hello")), "container did not read the volume: {:?}", log());
+    s.kubectl(&["patch", "configmap", "settings", "-p", r#"{"data":{"greeting":"bonjour"}}"#]).ok();
+    assert!(
+        eventually(60, || log().contains("bonjour")),
+        "update did not reach the running pod; file {} = {:?}; log {:?}",
+        file.display(),
+        std::fs::read_to_string(&file),
+        log()
+    );
+
+    // A missing configmap keeps the pod waiting with the kubelet's reason.
+    let missing = yaml.replace("name: reader", "name: needy").replace("name: settings, key", "name: absent, key");
+    s.kubectl_stdin(&["apply", "-f", "-"], &missing).ok();
+    wait_for(&s, 60, "pod/needy", "{.status.containerStatuses[0].state.waiting.reason}", "CreateContainerConfigError");
+    let message = jsonpath(&s, "pod/needy", "{.status.containerStatuses[0].state.waiting.message}");
+    assert_eq!(message, "configmap \"absent\" not found");
+}
