@@ -1,0 +1,253 @@
+//! Pod start benchmark: a real `k3rs server --disable-agent` plus a standalone
+//! `k3rs agent` (bench profile) with its own containerd, a busybox image imported from a
+//! tarball. Creates pods bound to the agent's node and measures create → Running as the
+//! API reports it (the creating client's clock, from the POST's answer to the watch
+//! event), then the agent's RSS idle and with the pods running. Prints figures; fails
+//! on nothing but errors.
+//!
+//! Needs root, containerd, runc, busybox-static. Run: `cargo bench --bench pods`
+//! (`K3RS_BENCH_START_PODS` sets the pod count, default 100).
+
+#[path = "../tests/common/images.rs"]
+mod images;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use k3rs::agent::client::{load_kubeconfig, ApiClient};
+use serde_json::{json, Value};
+
+const IMAGE: &str = "k3rs.bench/busybox:1";
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        // SAFETY: kill has no memory preconditions.
+        unsafe {
+            libc::kill(self.0.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port()
+}
+
+fn rss_mb(pid: u32) -> f64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|k| k.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+fn pct(sorted: &[Duration], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1000.0
+}
+
+fn start(dir: &Path, args: &[&str], log: &str) -> Proc {
+    let cfg = dir.join("config.yaml");
+    std::fs::write(&cfg, "# benchmark: settings come from flags\n").expect("config");
+    let log = std::fs::File::create(dir.join(log)).expect("log");
+    let child = Command::new(env!("CARGO_BIN_EXE_k3rs"))
+        .args(args)
+        .env("K3RS_CONFIG_FILE", &cfg)
+        .env("RUST_LOG", "warn")
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("start k3rs");
+    Proc(child)
+}
+
+async fn wait_until<F, Fut>(secs: u64, what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{what} did not happen within {secs}s");
+}
+
+fn main() {
+    images::require_agent_environment("pods");
+    let n: usize = std::env::var("K3RS_BENCH_START_PODS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let port = free_port().to_string();
+    let kubeconfig = d.join("kubeconfig.yaml");
+    let data = d.join("server-data");
+    let _server = start(
+        d,
+        &[
+            "server",
+            "--disable-agent",
+            "--bind-address",
+            "127.0.0.1",
+            "--https-listen-port",
+            &port,
+            "--data-dir",
+            &data.to_string_lossy(),
+            "--write-kubeconfig",
+            &kubeconfig.to_string_lossy(),
+        ],
+        "server.log",
+    );
+    let agent_data = d.join("agent-data");
+    std::fs::create_dir_all(agent_data.join("agent/images")).expect("images dir");
+    images::write_oci_archive(&agent_data.join("agent/images/busybox.tar"), IMAGE, false);
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        wait_until(60, "server ready", || {
+            let k = kubeconfig.clone();
+            async move { k.exists() }
+        })
+        .await;
+        let api = ApiClient::new(load_kubeconfig(&kubeconfig).expect("kubeconfig"), "k3rs-bench")
+            .expect("client");
+        wait_until(60, "API ready", || {
+            let api = api.clone();
+            async move { api.get::<Value>("/api/v1/namespaces/default").await.is_ok() }
+        })
+        .await;
+
+        let t_agent = Instant::now();
+        let agent = start(
+            d,
+            &[
+                "agent", "--kubeconfig", &kubeconfig.to_string_lossy(),
+                "--data-dir", &agent_data.to_string_lossy(),
+                "--node-name", "bench-node", "--node-ip", "127.0.0.1",
+                "--run-dir", &d.join("run").to_string_lossy(),
+                "--pod-log-dir", &d.join("logs").to_string_lossy(),
+                "--kubelet-port", &free_port().to_string(),
+            ],
+            "agent.log",
+        );
+        wait_until(120, "node Ready", || {
+            let api = api.clone();
+            async move {
+                let node: Option<Value> = api.get("/api/v1/nodes/bench-node").await.ok().flatten();
+                node.is_some_and(|n| {
+                    n["status"]["conditions"].as_array().is_some_and(|c| {
+                        c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True")
+                    })
+                })
+            }
+        })
+        .await;
+        println!("agent start to node Ready: {:.0} ms (includes containerd start and image import)", t_agent.elapsed().as_secs_f64() * 1000.0);
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let pid = agent.0.id();
+        println!("agent RSS idle: {:.1} MB (containerd not included)", rss_mb(pid));
+
+        let list: Value = api.request_json(http::Method::GET, "/api/v1/namespaces/default/pods", None).await.expect("list");
+        let rv = list["metadata"]["resourceVersion"].as_str().unwrap_or("0").to_string();
+        let mut watch = api
+            .watch(&format!("/api/v1/namespaces/default/pods?watch=1&resourceVersion={rv}"))
+            .await
+            .expect("watch");
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
+        let watcher = tokio::spawn(async move {
+            while let Ok(Some(ev)) = watch.next().await {
+                if ev.object["status"]["phase"] == "Running" {
+                    let name = ev.object["metadata"]["name"].as_str().unwrap_or_default().to_string();
+                    if tx.send((name, Instant::now())).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        let mut created: HashMap<String, Instant> = HashMap::new();
+        let t_all = Instant::now();
+        for i in 0..n {
+            let name = format!("start-{i:03}");
+            let pod = json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": name},
+                "spec": {"nodeName": "bench-node", "terminationGracePeriodSeconds": 1,
+                         "containers": [{"name": "app", "image": IMAGE, "command": ["sleep", "3600"]}]},
+            });
+            api.create::<_, Value>("/api/v1/namespaces/default/pods", &pod).await.expect("create pod");
+            created.insert(name, Instant::now());
+        }
+        let mut latencies = Vec::new();
+        let mut running: HashMap<String, Instant> = HashMap::new();
+        while running.len() < n {
+            let (name, at) = tokio::time::timeout(Duration::from_secs(300), rx.recv())
+                .await
+                .expect("pods did not all reach Running within 300 s")
+                .expect("watch ended");
+            if let (Some(c), false) = (created.get(&name), running.contains_key(&name)) {
+                latencies.push(at.saturating_duration_since(*c));
+                running.insert(name, at);
+            }
+        }
+        let all = t_all.elapsed();
+        watcher.abort();
+        latencies.sort();
+        println!(
+            "pod start latency (create -> Running, {n} pods created back to back): p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms; all Running after {:.1} s",
+            pct(&latencies, 0.5),
+            pct(&latencies, 0.99),
+            latencies.last().map(|d| d.as_secs_f64() * 1000.0).unwrap_or(0.0),
+            all.as_secs_f64()
+        );
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        println!("agent RSS with {n} pods running: {:.1} MB", rss_mb(pid));
+
+        let t_del = Instant::now();
+        for i in 0..n {
+            api.delete(
+                &format!("/api/v1/namespaces/default/pods/start-{i:03}"),
+                &json!({"gracePeriodSeconds": 1}),
+            )
+            .await
+            .expect("delete");
+        }
+        wait_until(300, "all pods removed", || {
+            let api = api.clone();
+            async move {
+                let l: Value = api
+                    .request_json(http::Method::GET, "/api/v1/namespaces/default/pods", None)
+                    .await
+                    .unwrap_or(Value::Null);
+                l["items"].as_array().is_some_and(|i| i.is_empty())
+            }
+        })
+        .await;
+        println!("deleting {n} pods until all are gone: {:.1} s", t_del.elapsed().as_secs_f64());
+        drop(agent);
+    });
+}
