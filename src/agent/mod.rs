@@ -14,6 +14,7 @@
 
 pub mod containerd;
 pub mod images;
+pub mod kubelet;
 pub mod layout;
 pub mod logger;
 pub mod netns;
