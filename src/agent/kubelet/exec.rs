@@ -61,12 +61,13 @@ pub async fn run(runtime: Runtime, id: String, command: Vec<String>, opts: Optio
     }
     let out = std::sync::Arc::new(out);
     let mut pumps = Vec::new();
-    for (pipe, is_err) in [
-        (process.stdout.take(), false),
-        (process.stderr.take(), true),
-    ] {
+    let outputs = [
+        (process.stdout.take(), false, opts.stdout),
+        (process.stderr.take(), true, opts.stderr),
+    ];
+    for (pipe, is_err, wanted) in outputs {
         if let Some(pipe) = pipe {
-            pumps.push(tokio::spawn(pump(pipe, out.clone(), is_err)));
+            pumps.push(tokio::spawn(pump(pipe, out.clone(), is_err, wanted)));
         }
     }
     let status = match handle.wait().await {
@@ -87,11 +88,16 @@ pub async fn run(runtime: Runtime, id: String, command: Vec<String>, opts: Optio
     cleanup(handle).await;
 }
 
-/// Copies one output pipe to the client; after the client is gone it keeps
-/// draining, so the process never blocks on a full pipe.
-async fn pump<R: AsyncRead + Unpin>(mut pipe: R, out: std::sync::Arc<Output>, is_err: bool) {
+/// Copies one output pipe to the client (`wanted`); unwanted output, and output
+/// after the client is gone, is drained so the process never blocks on a full pipe.
+async fn pump<R: AsyncRead + Unpin>(
+    mut pipe: R,
+    out: std::sync::Arc<Output>,
+    is_err: bool,
+    wanted: bool,
+) {
     let mut buf = vec![0u8; 32 * 1024];
-    let mut gone = false;
+    let mut gone = !wanted;
     loop {
         let n = match pipe.read(&mut buf).await {
             Ok(0) | Err(_) => break,

@@ -140,7 +140,17 @@ async fn forward(error: Stream, data: Stream, target: Target) {
         }
         let _ = writer.finish().await;
     };
-    tokio::join!(to_pod, from_pod);
+    // Done when the pod's side ended (as upstream): the client's half-close only
+    // half-closes the pod connection, but the pod closing ends the forward.
+    tokio::pin!(to_pod);
+    tokio::pin!(from_pod);
+    let mut client_done = false;
+    loop {
+        tokio::select! {
+            _ = &mut from_pod => break,
+            _ = &mut to_pod, if !client_done => client_done = true,
+        }
+    }
     let _ = error.writer.finish().await;
 }
 

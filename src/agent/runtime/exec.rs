@@ -44,9 +44,10 @@ pub struct ExecRequest {
 pub struct ExecProcess {
     /// Write end of the process' stdin (when requested).
     pub stdin: Option<pipe::Sender>,
-    /// Read end of its stdout (with a tty: the terminal's output).
+    /// Read end of its stdout (with a tty: the terminal's output). Always present:
+    /// read it to the end even when the client wants no stdout.
     pub stdout: Option<pipe::Receiver>,
-    /// Read end of its stderr (never with a tty).
+    /// Read end of its stderr; present without a tty, whether requested or not.
     pub stderr: Option<pipe::Receiver>,
     handle: ExecHandle,
 }
@@ -190,8 +191,10 @@ impl Runtime {
             Ok(Some(path))
         };
         let stdin_path = fifo("stdin", req.stdin)?;
-        let stdout_path = fifo("stdout", req.stdout || req.tty)?;
-        let stderr_path = fifo("stderr", req.stderr && !req.tty)?;
+        // The runc shim opens both output paths whenever it copies pipes (an empty
+        // one fails), so both always exist; unwanted output is read and dropped.
+        let stdout_path = fifo("stdout", true)?;
+        let stderr_path = fifo("stderr", !req.tty)?;
 
         let mut keepalive = Vec::new();
         let mut open_reader = |path: &Option<PathBuf>| -> Result<Option<pipe::Receiver>, Error> {
