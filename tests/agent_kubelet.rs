@@ -30,7 +30,7 @@ use k3rs::agent::kubelet::websocket::{self as ws, Message};
 use k3rs::agent::layout;
 use k3rs::agent::logger::{self, LoggerConfig};
 use k3rs::agent::netns;
-use k3rs::agent::runtime::{ContainerSpec, Namespace, NewContainer, Runtime};
+use k3rs::agent::runtime::{ContainerSpec, Namespace, NewContainer, Runtime, StartOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 // The runc shim starts this binary as the containers' logger; run it before the test
@@ -80,6 +80,7 @@ struct Node {
     netns: PathBuf,
     supervisor: Option<Supervisor>,
     runtime: Runtime,
+    stdin_holders: std::sync::Mutex<Vec<std::fs::File>>,
 }
 
 impl Node {
@@ -113,22 +114,29 @@ impl Node {
             netns,
             supervisor: Some(supervisor),
             runtime,
+            stdin_holders: Default::default(),
         }
     }
 
     /// Runs `script` as attempt `attempt` of container `name` of the pod.
     async fn run(&self, name: &str, attempt: u32, script: &str) -> String {
+        self.run_with(name, attempt, script, false).await
+    }
+
+    /// [`Node::run`]; with `stdin`, the task reads a FIFO (what attach writes to).
+    async fn run_with(&self, name: &str, attempt: u32, script: &str, stdin: bool) -> String {
         let image = agent_images::image_config(self.runtime.client(), "busybox:kubelet")
             .await
             .expect("image config");
         let args = vec!["sh".to_string(), "-c".to_string(), script.to_string()];
         let mut spec = ContainerSpec::from_image(&image, Some(&args), None, &[]).expect("spec");
         spec.network = Namespace::Path(self.netns.clone());
+        spec.terminal = stdin;
         let id = layout::container_id(UID, name, attempt);
         spec.cgroups_path = format!("/k3rs-kubelet-test-{}-{}", std::process::id(), &id[..12]);
         let log_dir = layout::pod_log_dir(&self.data.join("pods"), NS, POD, UID);
         let log = layout::container_log_path(&log_dir, name, attempt);
-        let labels: HashMap<String, String> = [
+        let mut labels: HashMap<String, String> = [
             (layout::LABEL_POD_NAMESPACE, NS.to_string()),
             (layout::LABEL_POD_NAME, POD.to_string()),
             (layout::LABEL_POD_UID, UID.to_string()),
@@ -140,6 +148,27 @@ impl Node {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
+        let mut opts = StartOptions::default();
+        if stdin {
+            let fifo = self.data.join(format!("{id}.stdin"));
+            let c = std::ffi::CString::new(fifo.display().to_string()).expect("path");
+            // SAFETY: a valid NUL-terminated path.
+            assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+            // Like the pod worker: hold a writer so the container never reads EOF
+            // between attaches.
+            let holder = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&fifo)
+                .expect("open stdin FIFO");
+            self.stdin_holders.lock().expect("lock").push(holder);
+            labels.insert(layout::LABEL_STDIN_FIFO.into(), fifo.display().to_string());
+            // The runc shim wires a stdin FIFO only to a terminal when stdout goes
+            // to a binary:// logger, so stdin containers run with a tty here.
+            labels.insert(layout::LABEL_TTY.into(), "true".into());
+            opts.stdin_fifo = Some(fifo);
+            opts.terminal = true;
+        }
         self.runtime
             .create(&NewContainer {
                 id: id.clone(),
@@ -150,7 +179,7 @@ impl Node {
             .await
             .expect("create container");
         self.runtime
-            .start(&id, &LoggerConfig::new(&log))
+            .start_with(&id, &LoggerConfig::new(&log), &opts)
             .await
             .expect("start container");
         id
@@ -309,7 +338,11 @@ impl Client {
         headers: &[(&str, &str)],
     ) -> TokioIo<hyper::upgrade::Upgraded> {
         let resp = self.send(method, path, headers).await;
-        assert_eq!(resp.status().as_u16(), 101, "{path}: {:?}", resp.headers());
+        if resp.status().as_u16() != 101 {
+            let status = resp.status();
+            let body = resp.into_body().collect().await.expect("body").to_bytes();
+            panic!("{path}: {status} {}", String::from_utf8_lossy(&body));
+        }
         TokioIo::new(hyper::upgrade::on(resp).await.expect("upgraded"))
     }
 
@@ -370,7 +403,30 @@ struct SpdyClient {
     buf: BytesMut,
 }
 
+/// SYN_STREAM of a port-forward stream as kubectl opens it (error streams are
+/// half-closed at once: kubectl never writes to them).
+fn port_stream(id: u32, kind: &str, port: &str, request: &str) -> Frame {
+    Frame::SynStream {
+        stream_id: id,
+        associated_id: 0,
+        priority: 0,
+        flags: if kind == "error" { FLAG_FIN } else { 0 },
+        headers: vec![
+            ("streamtype".into(), kind.into()),
+            ("port".into(), port.into()),
+            ("requestid".into(), request.into()),
+        ],
+    }
+}
+
 impl SpdyClient {
+    /// Opens the error (`id`) and data (`id + 2`) streams of one forwarded connection.
+    async fn open_pair(&mut self, id: u32, port: &str, request: &str) {
+        self.write(&port_stream(id, "error", port, request)).await;
+        self.write(&port_stream(id + 2, "data", port, request))
+            .await;
+    }
+
     async fn open(&mut self, id: u32, headers: &[(&str, &str)], fin: bool) {
         let f = Frame::SynStream {
             stream_id: id,
@@ -595,6 +651,25 @@ async fn kubelet_endpoint_serves_logs_exec_and_port_forward() {
     );
     assert_eq!(got[&3], br#"{"metadata":{},"status":"Success"}"#.to_vec());
 
+    // attach: stdin into the container's FIFO, its output (from the log) back, and
+    // Success once it exits.
+    node.run_with("reader", 0, "read line; echo got $line", true)
+        .await;
+    let conn = admin
+        .websocket(
+            "/attach/default/web/reader?stdin=1&stdout=1&tty=1",
+            "v5.channel.k8s.io",
+        )
+        .await;
+    let got = ws_session(
+        conn,
+        &[b"\x04{\"Width\":100,\"Height\":30}", b"\x00hello\r"],
+    )
+    .await;
+    let shown = String::from_utf8_lossy(got.get(&1).map(Vec::as_slice).unwrap_or_default());
+    assert!(shown.contains("got hello\r\n"), "{got:?}");
+    assert_eq!(got[&3], br#"{"metadata":{},"status":"Success"}"#.to_vec());
+
     // exec over SPDY/3.1, as kubectl ≤1.29 and the fallback do.
     let conn = admin
         .upgrade(
@@ -626,35 +701,9 @@ async fn kubelet_endpoint_serves_logs_exec_and_port_forward() {
         .upgrade("POST", "/portForward/default/web", &pf_headers)
         .await;
     let mut s = spdy(conn).await;
-    s.open(
-        1,
-        &[
-            ("streamtype", "error"),
-            ("port", "8080"),
-            ("requestid", "0"),
-        ],
-        true,
-    )
-    .await;
-    s.open(
-        3,
-        &[("streamtype", "data"), ("port", "8080"), ("requestid", "0")],
-        false,
-    )
-    .await;
+    s.open_pair(1, "8080", "0").await;
     s.data(3, request, false).await;
-    s.open(
-        5,
-        &[("streamtype", "error"), ("port", "9"), ("requestid", "1")],
-        true,
-    )
-    .await;
-    s.open(
-        7,
-        &[("streamtype", "data"), ("port", "9"), ("requestid", "1")],
-        false,
-    )
-    .await;
+    s.open_pair(5, "9", "1").await;
     let got = s.collect(&[1, 3, 5, 7]).await;
     let page = String::from_utf8_lossy(&got[&3]);
     assert!(
@@ -677,21 +726,8 @@ async fn kubelet_endpoint_serves_logs_exec_and_port_forward() {
     let mut enc = Encoder::new();
     let mut out = Vec::new();
     for (id, kind) in [(1, "error"), (3, "data")] {
-        enc.encode(
-            &Frame::SynStream {
-                stream_id: id,
-                associated_id: 0,
-                priority: 0,
-                flags: 0,
-                headers: vec![
-                    ("streamtype".into(), kind.into()),
-                    ("port".into(), "8080".into()),
-                    ("requestid".into(), "0".into()),
-                ],
-            },
-            &mut out,
-        )
-        .expect("encode");
+        enc.encode(&port_stream(id, kind, "8080", "0"), &mut out)
+            .expect("encode");
     }
     enc.encode(
         &Frame::Data {

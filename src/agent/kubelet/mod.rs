@@ -25,6 +25,7 @@ pub mod portforward;
 pub mod remote;
 pub mod server;
 pub mod spdy;
+pub mod upgrade;
 pub mod websocket;
 
 use std::sync::Arc;

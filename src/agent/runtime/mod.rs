@@ -101,6 +101,11 @@ pub struct ContainerInfo {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StartOptions {
     /// The FIFO the container's stdin reads from (`stdin: true`); `None`: no stdin.
+    /// The caller creates it and keeps a writer open (e.g. read-write) from before
+    /// the start for as long as the container must not read EOF (until the first
+    /// attach ends for `stdinOnce`); otherwise the process reads EOF at once.
+    /// Caveat: the runc shim connects a stdin FIFO only to a terminal when output
+    /// goes to a `binary://` logger; without `terminal` the process gets no stdin.
     pub stdin_fifo: Option<PathBuf>,
     /// Run on a pseudo-terminal (`tty: true`); its output goes to the log as stdout.
     pub terminal: bool,
