@@ -17,6 +17,7 @@
 pub mod client;
 pub mod containerd;
 pub mod images;
+pub mod kubelet;
 pub mod layout;
 pub mod logger;
 pub mod netns;

@@ -5,6 +5,7 @@
 //! period, remove task, container and snapshot, and list what exists (with labels,
 //! so the agent can adopt containers after a restart).
 
+pub mod exec;
 pub mod spec;
 
 use std::collections::{BTreeMap, HashMap};
@@ -94,6 +95,20 @@ pub struct ContainerInfo {
     pub labels: BTreeMap<String, String>,
     pub created_at: Option<jiff::Timestamp>,
     pub task: Option<TaskInfo>,
+}
+
+/// How a task's stdio is set up beyond the log ([`Runtime::start_with`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StartOptions {
+    /// The FIFO the container's stdin reads from (`stdin: true`); `None`: no stdin.
+    /// The caller creates it and keeps a writer open (e.g. read-write) from before
+    /// the start for as long as the container must not read EOF (until the first
+    /// attach ends for `stdinOnce`); otherwise the process reads EOF at once.
+    /// Caveat: the runc shim connects a stdin FIFO only to a terminal when output
+    /// goes to a `binary://` logger; without `terminal` the process gets no stdin.
+    pub stdin_fifo: Option<PathBuf>,
+    /// Run on a pseudo-terminal (`tty: true`); its output goes to the log as stdout.
+    pub terminal: bool,
 }
 
 /// How a task ended.
@@ -224,6 +239,18 @@ impl Runtime {
     /// Creates and starts the container's task; stdout and stderr become CRI lines in
     /// `log.path`. Returns the pid.
     pub async fn start(&self, id: &str, log: &LoggerConfig) -> Result<u32, Error> {
+        self.start_with(id, log, &StartOptions::default()).await
+    }
+
+    /// [`Runtime::start`] for containers with `stdin: true` or `tty: true`: the task
+    /// reads stdin from `opts.stdin_fifo` (a FIFO the caller created, kept open by the
+    /// shim, written by attach) and runs on a terminal when `opts.terminal`.
+    pub async fn start_with(
+        &self,
+        id: &str,
+        log: &LoggerConfig,
+        opts: &StartOptions,
+    ) -> Result<u32, Error> {
         let c = &self.client;
         let rootfs = c
             .snapshots()
@@ -240,10 +267,14 @@ impl Runtime {
             .create(c.request(CreateTaskRequest {
                 container_id: id.to_string(),
                 rootfs,
-                stdin: String::new(),
+                stdin: opts
+                    .stdin_fifo
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
                 stdout: uri.clone(),
                 stderr: uri,
-                terminal: false,
+                terminal: opts.terminal,
                 options: self.runc_options(),
                 ..Default::default()
             }))
