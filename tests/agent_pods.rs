@@ -9,46 +9,14 @@
 mod common;
 #[path = "common/images.rs"]
 mod images;
+#[path = "common/pods.rs"]
+mod pods;
 #[path = "common/registry.rs"]
 mod registry;
 
 use common::{eventually, Server};
+use pods::{cluster, jsonpath, pod_yaml, wait_for, IMAGE};
 use std::time::{Duration, Instant};
-
-const IMAGE: &str = "k3rs.test/busybox:1";
-
-fn require_environment() {
-    images::require_agent_environment("agent_pods");
-}
-
-fn cluster() -> Server {
-    require_environment();
-    Server::start_with_agent(&[], |data| {
-        images::write_oci_archive(&data.join("agent/images/busybox.tar"), IMAGE, false);
-    })
-}
-
-fn pod_yaml(name: &str, policy: &str, command: &str) -> String {
-    format!(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  nodeName: test-node\n  restartPolicy: {policy}\n  terminationGracePeriodSeconds: 5\n  containers:\n  - name: main\n    image: {IMAGE}\n    command: [\"sh\", \"-c\", {command:?}]\n"
-    )
-}
-
-fn jsonpath(s: &Server, kind_name: &str, path: &str) -> String {
-    let r = s.kubectl(&["get", kind_name, "-o", &format!("jsonpath={path}")]);
-    r.stdout.trim().to_string()
-}
-
-fn wait_for(s: &Server, secs: u64, kind_name: &str, path: &str, want: &str) {
-    let ok = eventually(secs, || jsonpath(s, kind_name, path) == want);
-    assert!(
-        ok,
-        "{kind_name} {path}: want {want:?}, have {:?}\n{}\nlog:\n{}",
-        jsonpath(s, kind_name, path),
-        s.kubectl(&["get", kind_name, "-o", "yaml"]).stdout,
-        s.log()
-    );
-}
 
 #[test]
 fn node_is_ready_and_pods_run_to_completion() {
@@ -139,15 +107,23 @@ fn node_is_ready_and_pods_run_to_completion() {
 }
 
 fn restart_count(s: &Server, pod: &str) -> u32 {
-    jsonpath(s, &format!("pod/{pod}"), "{.status.containerStatuses[0].restartCount}")
-        .parse()
-        .unwrap_or(0)
+    jsonpath(
+        s,
+        &format!("pod/{pod}"),
+        "{.status.containerStatuses[0].restartCount}",
+    )
+    .parse()
+    .unwrap_or(0)
 }
 
 #[test]
 fn crashing_container_restarts_with_growing_back_off() {
     let s = cluster();
-    s.kubectl_stdin(&["apply", "-f", "-"], &pod_yaml("crash", "Always", "echo run; exit 1")).ok();
+    s.kubectl_stdin(
+        &["apply", "-f", "-"],
+        &pod_yaml("crash", "Always", "echo run; exit 1"),
+    )
+    .ok();
     // Record when each restart shows up, and whether CrashLoopBackOff was reported.
     let mut seen_at: Vec<(u32, Instant)> = Vec::new();
     let mut crash_loop = false;
@@ -157,7 +133,11 @@ fn crashing_container_restarts_with_growing_back_off() {
         if seen_at.last().map(|(c, _)| *c) != Some(n) {
             seen_at.push((n, Instant::now()));
         }
-        let reason = jsonpath(&s, "pod/crash", "{.status.containerStatuses[0].state.waiting.reason}");
+        let reason = jsonpath(
+            &s,
+            "pod/crash",
+            "{.status.containerStatuses[0].state.waiting.reason}",
+        );
         crash_loop |= reason == "CrashLoopBackOff";
         if n >= 4 {
             break;
@@ -165,20 +145,57 @@ fn crashing_container_restarts_with_growing_back_off() {
         std::thread::sleep(Duration::from_millis(200));
     }
     let counts: Vec<u32> = seen_at.iter().map(|(c, _)| *c).collect();
-    assert!(counts.ends_with(&[1, 2, 3, 4]), "restart counts seen: {counts:?}\n{}", s.log());
+    assert!(
+        counts.ends_with(&[1, 2, 3, 4]),
+        "restart counts seen: {counts:?}\n{}",
+        s.log()
+    );
     assert!(crash_loop, "CrashLoopBackOff was never reported");
-    let at = |n: u32| seen_at.iter().find(|(c, _)| *c == n).map(|(_, t)| *t).expect("seen");
+    let at = |n: u32| {
+        seen_at
+            .iter()
+            .find(|(c, _)| *c == n)
+            .map(|(_, t)| *t)
+            .expect("seen")
+    };
     // Back-off is 10 s, then 20 s, then 40 s (lower bounds: a loaded machine is slower).
-    assert!(at(2) - at(1) >= Duration::from_secs(9), "gap 1->2: {:?}", at(2) - at(1));
-    assert!(at(3) - at(2) >= Duration::from_secs(19), "gap 2->3: {:?}", at(3) - at(2));
-    assert!(at(4) - at(3) >= Duration::from_secs(39), "gap 3->4: {:?}", at(4) - at(3));
+    assert!(
+        at(2) - at(1) >= Duration::from_secs(9),
+        "gap 1->2: {:?}",
+        at(2) - at(1)
+    );
+    assert!(
+        at(3) - at(2) >= Duration::from_secs(19),
+        "gap 2->3: {:?}",
+        at(3) - at(2)
+    );
+    assert!(
+        at(4) - at(3) >= Duration::from_secs(39),
+        "gap 3->4: {:?}",
+        at(4) - at(3)
+    );
     assert_eq!(
-        jsonpath(&s, "pod/crash", "{.status.containerStatuses[0].lastState.terminated.exitCode}"),
+        jsonpath(
+            &s,
+            "pod/crash",
+            "{.status.containerStatuses[0].lastState.terminated.exitCode}"
+        ),
         "1"
     );
     let table = s.kubectl(&["get", "pod", "crash"]).ok().to_string();
-    assert!(table.contains("CrashLoopBackOff") || table.contains("Error") || table.contains("Running"), "{table}");
-    let events = s.kubectl(&["get", "events", "--field-selector", "involvedObject.name=crash"]).ok().to_string();
+    assert!(
+        table.contains("CrashLoopBackOff") || table.contains("Error") || table.contains("Running"),
+        "{table}"
+    );
+    let events = s
+        .kubectl(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=crash",
+        ])
+        .ok()
+        .to_string();
     assert!(events.contains("BackOff"), "{events}");
 }
 
@@ -190,7 +207,10 @@ fn deletion_waits_for_sigterm_handlers_and_kills_at_the_grace_period() {
     // Ignores SIGTERM: only SIGKILL at the end of its 4 s grace period stops it.
     let ignore = "trap '' TERM; while true; do sleep 1; done";
     for (name, cmd) in [("trapper", trap), ("stubborn", ignore)] {
-        let yaml = pod_yaml(name, "Always", cmd).replace("terminationGracePeriodSeconds: 5", "terminationGracePeriodSeconds: 4");
+        let yaml = pod_yaml(name, "Always", cmd).replace(
+            "terminationGracePeriodSeconds: 5",
+            "terminationGracePeriodSeconds: 4",
+        );
         s.kubectl_stdin(&["apply", "-f", "-"], &yaml).ok();
     }
     wait_for(&s, 60, "pod/trapper", "{.status.phase}", "Running");
@@ -198,22 +218,46 @@ fn deletion_waits_for_sigterm_handlers_and_kills_at_the_grace_period() {
     std::thread::sleep(Duration::from_secs(1)); // the shells are in their loops
 
     let t = Instant::now();
-    s.kubectl(&["delete", "pod", "trapper", "--grace-period=30", "--timeout=60s"]).ok();
+    s.kubectl(&[
+        "delete",
+        "pod",
+        "trapper",
+        "--grace-period=30",
+        "--timeout=60s",
+    ])
+    .ok();
     let handler = t.elapsed();
-    assert!(handler >= Duration::from_secs(3), "delete returned before the handler finished: {handler:?}");
-    assert!(handler < Duration::from_secs(30), "the grace period was used up: {handler:?}");
+    assert!(
+        handler >= Duration::from_secs(3),
+        "delete returned before the handler finished: {handler:?}"
+    );
+    assert!(
+        handler < Duration::from_secs(30),
+        "the grace period was used up: {handler:?}"
+    );
 
     let t = Instant::now();
-    s.kubectl(&["delete", "pod", "stubborn", "--timeout=60s"]).ok();
+    s.kubectl(&["delete", "pod", "stubborn", "--timeout=60s"])
+        .ok();
     let killed = t.elapsed();
-    assert!(killed >= Duration::from_secs(4), "killed before its grace period: {killed:?}");
-    assert!(s.kubectl(&["get", "pod", "stubborn"]).code != 0, "pod object still there");
+    assert!(
+        killed >= Duration::from_secs(4),
+        "killed before its grace period: {killed:?}"
+    );
+    assert!(
+        s.kubectl(&["get", "pod", "stubborn"]).code != 0,
+        "pod object still there"
+    );
 }
 
 #[test]
 fn restarting_the_server_adopts_running_containers() {
     let mut s = cluster();
-    s.kubectl_stdin(&["apply", "-f", "-"], &pod_yaml("web", "Always", "exec httpd -f -p 8080 -h /var/www")).ok();
+    s.kubectl_stdin(
+        &["apply", "-f", "-"],
+        &pod_yaml("web", "Always", "exec httpd -f -p 8080 -h /var/www"),
+    )
+    .ok();
     wait_for(&s, 60, "pod/web", "{.status.phase}", "Running");
     let path = "{.status.containerStatuses[0].state.running.startedAt} {.status.containerStatuses[0].containerID}";
     let before = jsonpath(&s, "pod/web", path);
@@ -223,7 +267,12 @@ fn restarting_the_server_adopts_running_containers() {
     // The agent posts the status again after adopting; give it a moment.
     std::thread::sleep(Duration::from_secs(3));
     let after = jsonpath(&s, "pod/web", path);
-    assert_eq!(before, after, "container was restarted by the agent restart\n{}", s.log());
+    assert_eq!(
+        before,
+        after,
+        "container was restarted by the agent restart\n{}",
+        s.log()
+    );
     assert_eq!(restart_count(&s, "web"), 0);
     assert_eq!(jsonpath(&s, "pod/web", "{.status.phase}"), "Running");
 }
@@ -234,7 +283,8 @@ fn images_are_pulled_from_a_registry_and_missing_ones_back_off() {
     let registry = registry::Registry::start(None);
     registry.push_image("library/pulled", "v1", images::host_arch());
     let image = format!("{}/library/pulled:v1", registry.host());
-    let yaml = pod_yaml("pulled", "Always", "exec httpd -f -p 8081 -h /var/www").replace(IMAGE, &image);
+    let yaml =
+        pod_yaml("pulled", "Always", "exec httpd -f -p 8081 -h /var/www").replace(IMAGE, &image);
     s.kubectl_stdin(&["apply", "-f", "-"], &yaml).ok();
     wait_for(&s, 120, "pod/pulled", "{.status.phase}", "Running");
 
@@ -252,16 +302,29 @@ fn images_are_pulled_from_a_registry_and_missing_ones_back_off() {
         seen.iter().any(|r| r == "ErrImagePull") && r == "ImagePullBackOff"
     });
     assert!(ok, "waiting reasons seen: {seen:?}");
-    let message = jsonpath(&s, "pod/missing", "{.status.containerStatuses[0].state.waiting.message}");
+    let message = jsonpath(
+        &s,
+        "pod/missing",
+        "{.status.containerStatuses[0].state.waiting.message}",
+    );
     assert!(message.contains(&missing), "{message}");
     let table = s.kubectl(&["get", "pod", "missing"]).ok().to_string();
-    assert!(table.contains("ImagePullBackOff") || table.contains("ErrImagePull"), "{table}");
+    assert!(
+        table.contains("ImagePullBackOff") || table.contains("ErrImagePull"),
+        "{table}"
+    );
 }
 
 #[test]
 fn configmap_volume_is_readable_and_follows_updates() {
     let s = cluster();
-    s.kubectl(&["create", "configmap", "settings", "--from-literal=greeting=hello"]).ok();
+    s.kubectl(&[
+        "create",
+        "configmap",
+        "settings",
+        "--from-literal=greeting=hello",
+    ])
+    .ok();
     let yaml = format!(
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: reader\nspec:\n  nodeName: test-node\n  containers:\n  - name: main\n    image: {IMAGE}\n    command: [\"sh\", \"-c\", \"while true; do cat /config/greeting; echo; sleep 1; done\"]\n    env:\n    - name: GREETING\n      valueFrom:\n        configMapKeyRef: {{name: settings, key: greeting}}\n    volumeMounts:\n    - {{name: config, mountPath: /config}}\n  volumes:\n  - name: config\n    configMap: {{name: settings}}\n"
     );
@@ -276,8 +339,19 @@ fn configmap_volume_is_readable_and_follows_updates() {
         .join("volumes/kubernetes.io~configmap/config/greeting");
     let log_dir = s.pod_log_dir().join(format!("default_reader_{uid}/main"));
     let log = || std::fs::read_to_string(log_dir.join("0.log")).unwrap_or_default();
-    assert!(eventually(30, || log().contains("hello")), "container did not read the volume: {:?}", log());
-    s.kubectl(&["patch", "configmap", "settings", "-p", r#"{"data":{"greeting":"bonjour"}}"#]).ok();
+    assert!(
+        eventually(30, || log().contains("hello")),
+        "container did not read the volume: {:?}",
+        log()
+    );
+    s.kubectl(&[
+        "patch",
+        "configmap",
+        "settings",
+        "-p",
+        r#"{"data":{"greeting":"bonjour"}}"#,
+    ])
+    .ok();
     assert!(
         eventually(60, || log().contains("bonjour")),
         "update did not reach the running pod; file {} = {:?}; log {:?}",
@@ -287,9 +361,21 @@ fn configmap_volume_is_readable_and_follows_updates() {
     );
 
     // A missing configmap keeps the pod waiting with the kubelet's reason.
-    let missing = yaml.replace("name: reader", "name: needy").replace("name: settings, key", "name: absent, key");
+    let missing = yaml
+        .replace("name: reader", "name: needy")
+        .replace("name: settings, key", "name: absent, key");
     s.kubectl_stdin(&["apply", "-f", "-"], &missing).ok();
-    wait_for(&s, 60, "pod/needy", "{.status.containerStatuses[0].state.waiting.reason}", "CreateContainerConfigError");
-    let message = jsonpath(&s, "pod/needy", "{.status.containerStatuses[0].state.waiting.message}");
+    wait_for(
+        &s,
+        60,
+        "pod/needy",
+        "{.status.containerStatuses[0].state.waiting.reason}",
+        "CreateContainerConfigError",
+    );
+    let message = jsonpath(
+        &s,
+        "pod/needy",
+        "{.status.containerStatuses[0].state.waiting.message}",
+    );
     assert_eq!(message, "configmap \"absent\" not found");
 }

@@ -147,6 +147,7 @@ pub async fn run(opts: AgentOptions, shutdown: watch::Receiver<bool>) -> anyhow:
         registries,
     });
     let pods_task = tokio::spawn(pods::run(ctx, shutdown.clone()));
+    let kubelet_task = start_kubelet(&agent_dir, s.kubelet_port, runtime.clone(), shutdown.clone()).await?;
     tracing::info!(node = %opts.node_name, ip = %node_ip, "agent is running");
 
     let mut shutdown = shutdown;
@@ -158,9 +159,50 @@ pub async fn run(opts: AgentOptions, shutdown: watch::Receiver<bool>) -> anyhow:
     let _ = pods_task.await;
     let _ = node_task.await;
     let _ = import_task.await;
+    if let Some(k) = kubelet_task {
+        let _ = k.await;
+    }
     ctrd.shutdown().await;
     tracing::info!("agent stopped");
     Ok(())
+}
+
+/// Serves the kubelet endpoint (logs, exec, attach, port-forward for the API server)
+/// with the node's serving certificate, accepting only client certificates of the
+/// cluster's client CA. Without certificates (a standalone agent that has not joined)
+/// the endpoint stays off.
+async fn start_kubelet(
+    agent_dir: &std::path::Path,
+    port: u16,
+    runtime: runtime::Runtime,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+    let read = |name: &str| std::fs::read_to_string(agent_dir.join(name));
+    let (cert, key, ca) = match (
+        read("serving-kubelet.crt"),
+        read("serving-kubelet.key"),
+        read("client-ca.crt"),
+    ) {
+        (Ok(c), Ok(k), Ok(ca)) => (c, k, ca),
+        _ => {
+            tracing::warn!(
+                dir = %agent_dir.display(),
+                "no kubelet serving certificate: logs, exec and port-forward are unavailable on this node"
+            );
+            return Ok(None);
+        }
+    };
+    let tls = kubelet::tls_config(&cert, &key, &ca).context("kubelet endpoint TLS")?;
+    let addr = std::net::SocketAddr::from(([0, 0, 0, 0], port));
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("kubelet endpoint: listen tcp {addr}"))?;
+    Ok(Some(tokio::spawn(kubelet::serve(
+        listener,
+        Arc::new(tls),
+        runtime,
+        shutdown,
+    ))))
 }
 
 /// `k3rs agent`: runs until SIGTERM/SIGINT.

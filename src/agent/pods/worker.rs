@@ -186,6 +186,11 @@ impl Worker {
                     waiters.push(c.id.clone());
                     tracing::info!(pod = %self.name, container = %slot.spec.name, "adopted running container");
                 }
+                None if same_run && old["state"]["terminated"].is_object() => {
+                    if let Some(t) = terminated_from_json(&old["state"]["terminated"]) {
+                        slot.status.state = State::Terminated(t);
+                    }
+                }
                 t => {
                     let code = t.as_ref().and_then(|t| t.exit_code).unwrap_or(0) as i64;
                     slot.status.state = State::Terminated(Terminated {
@@ -286,6 +291,13 @@ impl Worker {
             started_at,
             finished_at: exit.at,
             container_id: format!("containerd://{}", exit.id),
+        });
+        // The finished task's shim is not needed any more; the container record stays
+        // (the kubelet keeps the last dead container).
+        let rt = self.ctx.runtime.clone();
+        let finished = exit.id.clone();
+        tokio::spawn(async move {
+            let _ = rt.delete_task(&finished).await;
         });
         let ran = slot.started.map(|s| s.elapsed());
         let policy = restart_policy(&self.pod);
@@ -544,14 +556,15 @@ impl Worker {
             slot.backoff.failed(Instant::now(), None);
             return Err(slot.backoff.until().or(Some(Instant::now() + RETRY)));
         }
-        // The run before last is no longer needed (its log file stays for --previous).
-        if let Some(old) = slot.id.replace(id.clone()) {
-            if old != id {
-                let rt = ctx.runtime.clone();
-                tokio::spawn(async move {
-                    let _ = rt.remove(&old).await;
-                });
-            }
+        // Like the kubelet, keep the last dead run (for `logs --previous`) and remove
+        // the one before it, with its log.
+        slot.id = Some(id.clone());
+        if attempt >= 2 {
+            let older = layout::container_id(&self.uid, &spec.name, attempt - 2);
+            let rt = ctx.runtime.clone();
+            tokio::spawn(async move {
+                let _ = rt.remove(&older).await;
+            });
         }
         if let State::Terminated(t) = &slot.status.state {
             slot.status.last = Some(t.clone());
@@ -710,11 +723,20 @@ impl Worker {
 
     /// Removes containers, volumes, the namespace, logs and cgroups of the pod.
     async fn cleanup(&mut self) {
-        for slot in &self.slots {
-            if let Some(id) = &slot.id {
-                if let Err(e) = self.ctx.runtime.remove(id).await {
-                    tracing::warn!(%id, error = %e, "cannot remove container");
-                }
+        let mut ids: Vec<String> = self.slots.iter().filter_map(|s| s.id.clone()).collect();
+        match self.ctx.runtime.list().await {
+            Ok(all) => ids.extend(
+                all.into_iter()
+                    .filter(|c| c.labels.get(layout::LABEL_POD_UID) == Some(&self.uid))
+                    .map(|c| c.id),
+            ),
+            Err(e) => tracing::warn!(error = %e, "cannot list containers for cleanup"),
+        }
+        ids.sort();
+        ids.dedup();
+        for id in &ids {
+            if let Err(e) = self.ctx.runtime.remove(id).await {
+                tracing::warn!(%id, error = %e, "cannot remove container");
             }
         }
         self.ctx
