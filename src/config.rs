@@ -406,7 +406,12 @@ struct NodeArgs {
     #[arg(long, env = "K3RS_CONTAINER_RUNTIME_ENDPOINT", value_name = "PATH")]
     container_runtime_endpoint: Option<String>,
     /// Private registry configuration file
-    #[arg(long, env = "K3RS_PRIVATE_REGISTRY", default_value = "/etc/k3rs/registries.yaml", value_name = "FILE")]
+    #[arg(
+        long,
+        env = "K3RS_PRIVATE_REGISTRY",
+        default_value = "/etc/k3rs/registries.yaml",
+        value_name = "FILE"
+    )]
     private_registry: String,
     /// Port of the node's kubelet endpoint (logs, exec, port-forward)
     #[arg(
@@ -440,6 +445,18 @@ struct NodeArgs {
 /// The raw `agent` flags.
 #[derive(clap::Args, Debug)]
 struct AgentArgs {
+    /// Server to connect to (joining with a token is not available in this build yet)
+    #[arg(short = 's', long, env = "K3RS_URL", value_name = "URL")]
+    server: Option<String>,
+    /// Token to use for authentication
+    #[arg(
+        short = 't',
+        long,
+        env = "K3RS_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    token: Option<String>,
     /// Kubeconfig with the node's credentials for the server (until token join lands)
     #[arg(long, env = "K3RS_KUBECONFIG", value_name = "FILE")]
     kubeconfig: Option<String>,
@@ -540,6 +557,13 @@ fn resolve_agent(a: AgentArgs, host: &Host) -> Result<AgentConfig, ConfigError> 
     };
     let kubeconfig = match nonempty(a.kubeconfig) {
         Some(k) => host.cwd.join(k),
+        None if nonempty(a.server).is_some() || nonempty(a.token).is_some() => {
+            return Err(ConfigError::Other(
+                "joining a cluster with --server and --token is not available in this build yet; \
+                 start the agent with --kubeconfig (credentials for the server)"
+                    .into(),
+            ))
+        }
         None => data_dir.join("agent").join("kubelet.kubeconfig"),
     };
     let node_name = resolve_node_name(nonempty(a.node_name), host)?;
@@ -561,7 +585,7 @@ fn resolve_agent(a: AgentArgs, host: &Host) -> Result<AgentConfig, ConfigError> 
 }
 
 fn cli_command() -> clap::Command {
-    Cli::command().version(version_line()).arg(
+    Cli::command().version(version_line()).term_width(160).arg(
         Arg::new("version")
             .short('v')
             .long("version")

@@ -127,9 +127,42 @@ fn version_forms() {
     }
     assert!(version_text().starts_with("k3rs version v1.35.0+k3rs1 ("));
     assert!(matches!(
-        parse_with(argv(&["k3rs", "agent", "--server", "x"]), &h),
-        Ok(Command::NotAvailable("agent"))
+        parse_with(argv(&["k3rs", "token", "list"]), &h),
+        Ok(Command::NotAvailable("token"))
     ));
+    match parse_with(
+        argv(&[
+            "k3rs",
+            "agent",
+            "--kubeconfig",
+            "k.yaml",
+            "--node-name",
+            "pi-2",
+        ]),
+        &h,
+    ) {
+        Ok(Command::Agent(a)) => {
+            assert_eq!(a.node_name, "pi-2");
+            assert!(a.kubeconfig.ends_with("k.yaml"));
+            assert_eq!(a.cluster_dns, vec!["10.43.0.10".to_string()]);
+            assert_eq!(a.settings.kubelet_port, 10250);
+        }
+        other => panic!("agent: {other:?}"),
+    }
+    match parse_with(
+        argv(&[
+            "k3rs",
+            "agent",
+            "--server",
+            "https://s:6443",
+            "--token",
+            "T",
+        ]),
+        &h,
+    ) {
+        Err(ConfigError::Other(m)) => assert!(m.contains("--kubeconfig"), "{m}"),
+        other => panic!("agent join: {other:?}"),
+    }
     match parse_with(argv(&["k3rs", "server", "--help"]), &h) {
         Err(ConfigError::Cli(e)) => {
             assert_eq!(e.kind(), clap::error::ErrorKind::DisplayHelp)

@@ -107,13 +107,18 @@ impl PodContext {
     pub async fn pull(&self, pod: &Pod, image: &str) -> Result<(), String> {
         let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
         let mut secrets = Vec::new();
-        let names = pod.spec.iter().flat_map(|s| s.image_pull_secrets.iter().flatten());
+        let names = pod
+            .spec
+            .iter()
+            .flat_map(|s| s.image_pull_secrets.iter().flatten());
         for r in names {
             let path = format!("/api/v1/namespaces/{ns}/secrets/{}", r.name);
             match self.client.get(&path).await {
                 Ok(Some(secret)) => secrets.push(secret),
                 Ok(None) => tracing::warn!(secret = %r.name, "imagePullSecret not found"),
-                Err(e) => tracing::warn!(secret = %r.name, error = %e, "cannot read imagePullSecret"),
+                Err(e) => {
+                    tracing::warn!(secret = %r.name, error = %e, "cannot read imagePullSecret")
+                }
             }
         }
         let credentials = crate::agent::images::credentials_from_secrets(&secrets);
@@ -121,7 +126,12 @@ impl PodContext {
             credentials: &credentials,
             registries: &self.registries,
         };
-        self.event(pod, "Normal", "Pulling", &format!("Pulling image \"{image}\""));
+        self.event(
+            pod,
+            "Normal",
+            "Pulling",
+            &format!("Pulling image \"{image}\""),
+        );
         let started = std::time::Instant::now();
         match crate::agent::images::pull(self.runtime.client(), image, &opts).await {
             Ok(_) => {
@@ -129,7 +139,10 @@ impl PodContext {
                     pod,
                     "Normal",
                     "Pulled",
-                    &format!("Successfully pulled image \"{image}\" in {:.3}s", started.elapsed().as_secs_f64()),
+                    &format!(
+                        "Successfully pulled image \"{image}\" in {:.3}s",
+                        started.elapsed().as_secs_f64()
+                    ),
                 );
                 Ok(())
             }
@@ -242,8 +255,16 @@ pub async fn run(ctx: Arc<PodContext>, mut shutdown: watch::Receiver<bool>) {
             first = false;
             cleanup_orphans(&ctx, &live).await;
         }
+        // Containers to adopt: listed once per (re)list; pods that appear later are new.
+        let existing = match ctx.runtime.list().await {
+            Ok(all) => all,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list containers for adoption");
+                Vec::new()
+            }
+        };
         for pod in pods {
-            dispatch(&ctx, &mut workers, pod).await;
+            dispatch(&ctx, &mut workers, pod, &existing);
         }
         for (uid, e) in workers.iter() {
             if !live.contains(uid) {
@@ -283,7 +304,7 @@ pub async fn run(ctx: Arc<PodContext>, mut shutdown: watch::Receiver<bool>) {
                             let _ = e.updates.send(None);
                         }
                     } else {
-                        dispatch(&ctx, &mut workers, pod).await;
+                        dispatch(&ctx, &mut workers, pod, &[]);
                     }
                     workers.retain(|_, e| !e.task.is_finished());
                 }
@@ -299,7 +320,14 @@ pub async fn run(ctx: Arc<PodContext>, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
-async fn dispatch(ctx: &Arc<PodContext>, workers: &mut HashMap<String, Entry>, pod: Pod) {
+/// Hands `pod` to its worker, starting one (adopting its containers among
+/// `existing`) when there is none.
+fn dispatch(
+    ctx: &Arc<PodContext>,
+    workers: &mut HashMap<String, Entry>,
+    pod: Pod,
+    existing: &[crate::agent::runtime::ContainerInfo],
+) {
     let Some(uid) = pod.metadata.uid.clone() else {
         return;
     };
@@ -313,18 +341,13 @@ async fn dispatch(ctx: &Arc<PodContext>, workers: &mut HashMap<String, Entry>, p
             return;
         }
     }
-    let existing = match ctx.runtime.list().await {
-        Ok(all) => all
-            .into_iter()
-            .filter(|c| c.labels.get(layout::LABEL_POD_UID) == Some(&uid))
-            .collect(),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot list containers for adoption");
-            Vec::new()
-        }
-    };
+    let mine = existing
+        .iter()
+        .filter(|c| c.labels.get(layout::LABEL_POD_UID) == Some(&uid))
+        .cloned()
+        .collect();
     let (tx, rx) = watch::channel(Some(pod.clone()));
-    let w = worker::Worker::new(ctx.clone(), pod, existing);
+    let w = worker::Worker::new(ctx.clone(), pod, mine);
     let task = tokio::spawn(w.run(rx));
     workers.insert(uid, Entry { updates: tx, task });
 }

@@ -257,14 +257,27 @@ impl Worker {
                 .map(|w| w.saturating_duration_since(Instant::now()))
                 .unwrap_or(RESYNC)
                 .min(RESYNC);
-            tokio::select! {
-                r = updates.changed() => {
-                    if r.is_err() {
-                        return; // the manager is shutting down: leave containers running
+            let deadline = tokio::time::Instant::now() + sleep;
+            loop {
+                tokio::select! {
+                    r = updates.changed() => {
+                        if r.is_err() {
+                            return; // the manager is shutting down: leave containers running
+                        }
+                        // Our own status writes come back as updates; like the kubelet,
+                        // only a change of what the pod asks for triggers a sync.
+                        let new = updates.borrow().clone();
+                        match new {
+                            Some(p) if !wants_sync(&self.pod, &p) => self.pod = p,
+                            _ => break,
+                        }
                     }
+                    Some(exit) = self.exits_rx.recv() => {
+                        self.on_exit(exit);
+                        break;
+                    }
+                    _ = tokio::time::sleep_until(deadline) => break,
                 }
-                Some(exit) = self.exits_rx.recv() => self.on_exit(exit),
-                _ = tokio::time::sleep(sleep) => {}
             }
         }
     }
@@ -442,8 +455,12 @@ impl Worker {
             }
             Err(f) => {
                 let slot = &mut self.slots[i];
-                slot.pull_backoff.failed(Instant::now(), None);
-                slot.pull_backoff.failed(Instant::now(), None);
+                // Unlike a crash, a failed pull always waits before the next try.
+                let now = Instant::now();
+                slot.pull_backoff.failed(now, None);
+                if !slot.pull_backoff.waiting(now) {
+                    slot.pull_backoff.failed(now, None);
+                }
                 ctx.event(
                     &self.pod,
                     "Warning",
@@ -829,6 +846,17 @@ impl Worker {
             Err(e) => tracing::warn!(pod = %self.name, error = %e, "cannot update pod status"),
         }
     }
+}
+
+/// Whether a new version of the pod changes anything the agent acts on (spec,
+/// deletion, labels and annotations for the downward API), as opposed to status only.
+fn wants_sync(old: &Pod, new: &Pod) -> bool {
+    let (o, n) = (&old.metadata, &new.metadata);
+    old.spec != new.spec
+        || o.deletion_timestamp != n.deletion_timestamp
+        || o.deletion_grace_period_seconds != n.deletion_grace_period_seconds
+        || o.labels != n.labels
+        || o.annotations != n.annotations
 }
 
 fn restart_policy(pod: &Pod) -> &str {
