@@ -379,3 +379,28 @@ fn configmap_volume_is_readable_and_follows_updates() {
     );
     assert_eq!(message, "configmap \"absent\" not found");
 }
+
+#[test]
+fn lifecycle_hooks_run_after_start_and_before_stop() {
+    let s = cluster();
+    let shared = tempfile::tempdir().expect("tempdir");
+    let yaml = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: hooked\nspec:\n  nodeName: test-node\n  terminationGracePeriodSeconds: 10\n  containers:\n  - name: main\n    image: {IMAGE}\n    command: [\"sh\", \"-c\", \"while true; do sleep 1; done\"]\n    lifecycle:\n      postStart:\n        exec: {{command: [\"sh\", \"-c\", \"echo started > /shared/post-start\"]}}\n      preStop:\n        exec: {{command: [\"sh\", \"-c\", \"echo stopping > /shared/pre-stop\"]}}\n    volumeMounts:\n    - {{name: shared, mountPath: /shared}}\n  volumes:\n  - name: shared\n    hostPath: {{path: {}, type: Directory}}\n",
+        shared.path().display()
+    );
+    s.kubectl_stdin(&["apply", "-f", "-"], &yaml).ok();
+    wait_for(&s, 60, "pod/hooked", "{.status.phase}", "Running");
+    let post = std::fs::read_to_string(shared.path().join("post-start")).unwrap_or_default();
+    assert_eq!(
+        post, "started\n",
+        "postStart hook did not run before Running"
+    );
+    assert!(!shared.path().join("pre-stop").exists());
+    s.kubectl(&["delete", "pod", "hooked", "--timeout=60s"])
+        .ok();
+    let pre = std::fs::read_to_string(shared.path().join("pre-stop")).unwrap_or_default();
+    assert_eq!(
+        pre, "stopping\n",
+        "preStop hook did not run before the container stopped"
+    );
+}

@@ -5,6 +5,7 @@
 //! down): containers, namespaces, volumes, logs and cgroups.
 
 pub mod backoff;
+pub mod hooks;
 pub mod image;
 pub mod spec;
 pub mod status;

@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
 
 use super::backoff::{self, Backoff};
+use super::hooks;
 use super::image;
 use super::spec::{self, SpecContext};
 use super::status::{self, ContainerStatus, PodView, State, Terminated};
@@ -611,7 +612,21 @@ impl Worker {
             "Started",
             &format!("Started container {}", spec.name),
         );
-        self.spawn_waiter(id);
+        self.spawn_waiter(id.clone());
+        if let Some(hook) = spec.lifecycle.as_ref().and_then(|l| l.post_start.as_ref()) {
+            let ports = named_ports(&spec);
+            if let Err(e) = hooks::run(&ctx.runtime, &id, hook, self.netns.clone(), &ports).await {
+                // Like the kubelet: the container is killed and restarted per policy.
+                tracing::warn!(pod = %self.name, container = %spec.name, error = %e, "postStart hook failed");
+                ctx.event(
+                    &self.pod,
+                    "Warning",
+                    "FailedPostStartHook",
+                    &format!("PostStartHook failed: {e}"),
+                );
+                let _ = ctx.runtime.kill(&id, libc::SIGKILL as u32, true).await;
+            }
+        }
         Ok(())
     }
 
@@ -708,8 +723,28 @@ impl Worker {
                 &format!("Stopping container {}", slot.spec.name),
             );
             let rt = self.ctx.runtime.clone();
+            let pre_stop = slot
+                .spec
+                .lifecycle
+                .as_ref()
+                .and_then(|l| l.pre_stop.clone());
+            let ports = named_ports(&slot.spec);
+            let netns = self.netns.clone();
+            let ctx = self.ctx.clone();
+            let pod = self.pod.clone();
+            let name = slot.spec.name.clone();
             stops.push(tokio::spawn(async move {
-                let r = rt.stop(&id, libc::SIGTERM as u32, grace).await;
+                // preStop runs first and counts against the grace period.
+                let started = std::time::Instant::now();
+                if let Some(hook) = pre_stop {
+                    match tokio::time::timeout(grace, hooks::run(&rt, &id, &hook, netns, &ports)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => ctx.event(&pod, "Warning", "FailedPreStopHook", &format!("PreStopHook failed: {e}")),
+                        Err(_) => tracing::info!(container = %name, "preStop hook did not finish within the grace period"),
+                    }
+                }
+                let left = grace.saturating_sub(started.elapsed()).max(Duration::from_secs(2).min(grace));
+                let r = rt.stop(&id, libc::SIGTERM as u32, left).await;
                 (id, r)
             }));
         }
@@ -846,6 +881,15 @@ impl Worker {
             Err(e) => tracing::warn!(pod = %self.name, error = %e, "cannot update pod status"),
         }
     }
+}
+
+/// The container's named ports (for hooks and probes that name a port).
+fn named_ports(c: &Container) -> Vec<(String, u16)> {
+    c.ports
+        .iter()
+        .flatten()
+        .filter_map(|p| Some((p.name.clone()?, u16::try_from(p.container_port).ok()?)))
+        .collect()
 }
 
 /// Whether a new version of the pod changes anything the agent acts on (spec,
