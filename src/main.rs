@@ -52,6 +52,14 @@ fn main() -> ExitCode {
             exec_tool("ctr", &args, env)
         }
         Command::Agent(cfg) => {
+            // glibc gives busy threads malloc arenas of their own: megabytes of resident
+            // memory an agent on a small board does not need (static musl release builds
+            // have no arenas). Set before the runtime starts any thread.
+            #[cfg(all(target_os = "linux", target_env = "gnu"))]
+            // SAFETY: no other thread exists yet; mallopt only tunes the allocator.
+            unsafe {
+                libc::mallopt(libc::M_ARENA_MAX, 1);
+            }
             init_tracing(if cfg.debug {
                 tracing::Level::DEBUG
             } else {
