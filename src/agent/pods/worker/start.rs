@@ -1,0 +1,273 @@
+//! Starting a container attempt: the pod's sandbox (network namespace) and volumes,
+//! the image per pull policy, the OCI spec, create and start on containerd with the
+//! layout labels, and the postStart hook.
+
+use super::*;
+
+impl Worker {
+    /// Creates and starts the next attempt of slot `i`.
+    pub(super) async fn start(&mut self, i: usize) -> Result<(), Option<Instant>> {
+        let ctx = self.ctx.clone();
+        let spec = self.slots[i].spec.clone();
+        let first_run = self.slots[i].id.is_none();
+        let image = match image::ensure(&ctx, &self.pod, &spec).await {
+            Ok((config, pulled)) => {
+                let slot = &mut self.slots[i];
+                slot.pull_backoff.reset();
+                slot.status.image_id = config.id.clone();
+                if !pulled && first_run {
+                    ctx.event(
+                        &self.pod,
+                        "Normal",
+                        "Pulled",
+                        &format!(
+                            "Container image \"{}\" already present on machine",
+                            spec.image.as_deref().unwrap_or_default()
+                        ),
+                    );
+                }
+                config
+            }
+            Err(f) => {
+                let slot = &mut self.slots[i];
+                // Unlike a crash, a failed pull always waits before the next try.
+                let now = Instant::now();
+                slot.pull_backoff.failed(now, None);
+                if !slot.pull_backoff.waiting(now) {
+                    slot.pull_backoff.failed(now, None);
+                }
+                ctx.event(
+                    &self.pod,
+                    "Warning",
+                    "Failed",
+                    &format!(
+                        "Failed to pull image \"{}\": {}",
+                        spec.image.as_deref().unwrap_or_default(),
+                        f.message
+                    ),
+                );
+                slot.status.state = State::Waiting {
+                    reason: f.reason.into(),
+                    message: Some(f.message),
+                };
+                return Err(slot.pull_backoff.until());
+            }
+        };
+        let network = match &self.netns {
+            Some(p) => Namespace::Path(p.clone()),
+            None => Namespace::Host,
+        };
+        let facts = ctx.node_facts(&self.pod);
+        let Some(volumes) = self.volumes.as_ref() else {
+            return Err(Some(Instant::now() + RETRY));
+        };
+        let sctx = SpecContext {
+            network,
+            volumes,
+            objects: &self.objects,
+            node: &facts,
+            cgroup_parent: format!("/k3rs/{}", self.uid),
+        };
+        let built = spec::container_spec(&self.pod, &spec, &image, &sctx);
+        let slot = &mut self.slots[i];
+        let mut cspec = match built {
+            Ok(s) => s,
+            Err(e) => {
+                slot.status.state = State::Waiting {
+                    reason: "CreateContainerConfigError".into(),
+                    message: Some(e.to_string()),
+                };
+                ctx.event(&self.pod, "Warning", "Failed", &format!("Error: {e}"));
+                return Err(Some(Instant::now() + RETRY));
+            }
+        };
+        let attempt = if first_run {
+            slot.status.restart_count
+        } else {
+            slot.status.restart_count + 1
+        };
+        let id = layout::container_id(&self.uid, &spec.name, attempt);
+        let log_dir = layout::pod_log_dir(&ctx.log_dir, &self.ns, &self.name, &self.uid);
+        let log_path = layout::container_log_path(&log_dir, &spec.name, attempt);
+        if let Some(parent) = log_path.parent() {
+            let _ = std::fs::create_dir_all(parent);
+        }
+        cspec
+            .annotations
+            .insert("io.kubernetes.pod.name".into(), self.name.clone());
+        let mut labels = HashMap::new();
+        for (k, v) in [
+            (layout::LABEL_POD_NAMESPACE, self.ns.clone()),
+            (layout::LABEL_POD_NAME, self.name.clone()),
+            (layout::LABEL_POD_UID, self.uid.clone()),
+            (layout::LABEL_CONTAINER_NAME, spec.name.clone()),
+            (layout::LABEL_RESTART_COUNT, attempt.to_string()),
+            (
+                layout::LABEL_CONTAINER_KIND,
+                if slot.init { "init" } else { "app" }.to_string(),
+            ),
+            (
+                layout::LABEL_LOG_PATH,
+                log_path.to_string_lossy().into_owned(),
+            ),
+            (
+                layout::LABEL_NETNS,
+                self.netns
+                    .as_ref()
+                    .map(|p| p.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+            ),
+        ] {
+            labels.insert(k.to_string(), v);
+        }
+        if spec.tty.unwrap_or(false) {
+            labels.insert(layout::LABEL_TTY.to_string(), "true".into());
+        }
+        // A leftover of this attempt (agent crashed between create and start) goes first.
+        let _ = ctx.runtime.remove(&id).await;
+        let new = NewContainer {
+            id: id.clone(),
+            image: image.name.clone(),
+            spec: cspec,
+            labels,
+        };
+        let result = async {
+            ctx.runtime.create(&new).await?;
+            ctx.runtime.start(&id, &LoggerConfig::new(&log_path)).await
+        }
+        .await;
+        let slot = &mut self.slots[i];
+        if let Err(e) = result {
+            let _ = ctx.runtime.remove(&id).await;
+            tracing::warn!(pod = %self.name, container = %spec.name, error = %e, "cannot start container");
+            ctx.event(&self.pod, "Warning", "Failed", &format!("Error: {e}"));
+            slot.status.state = State::Waiting {
+                reason: "RunContainerError".into(),
+                message: Some(e.to_string()),
+            };
+            slot.backoff.failed(Instant::now(), None);
+            return Err(slot.backoff.until().or(Some(Instant::now() + RETRY)));
+        }
+        // Like the kubelet, keep the last dead run (for `logs --previous`) and remove
+        // the one before it, with its log.
+        slot.id = Some(id.clone());
+        if attempt >= 2 {
+            let older = layout::container_id(&self.uid, &spec.name, attempt - 2);
+            let rt = ctx.runtime.clone();
+            tokio::spawn(async move {
+                let _ = rt.remove(&older).await;
+            });
+        }
+        if let State::Terminated(t) = &slot.status.state {
+            slot.status.last = Some(t.clone());
+        }
+        if attempt >= 2 {
+            let _ = std::fs::remove_file(layout::container_log_path(
+                &log_dir,
+                &spec.name,
+                attempt - 2,
+            ));
+        }
+        slot.status.restart_count = attempt;
+        slot.status.container_id = Some(format!("containerd://{id}"));
+        slot.status.state = State::Running { started_at: now() };
+        slot.started = Some(Instant::now());
+        slot.live = true;
+        tracing::info!(pod = %format!("{}/{}", self.ns, self.name), container = %spec.name, attempt, "container started");
+        ctx.event(
+            &self.pod,
+            "Normal",
+            "Created",
+            &format!("Created container: {}", spec.name),
+        );
+        ctx.event(
+            &self.pod,
+            "Normal",
+            "Started",
+            &format!("Started container {}", spec.name),
+        );
+        self.spawn_waiter(id.clone());
+        if let Some(hook) = spec.lifecycle.as_ref().and_then(|l| l.post_start.as_ref()) {
+            let ports = named_ports(&spec);
+            if let Err(e) = hooks::run(&ctx.runtime, &id, hook, self.netns.clone(), &ports).await {
+                // Like the kubelet: the container is killed and restarted per policy.
+                tracing::warn!(pod = %self.name, container = %spec.name, error = %e, "postStart hook failed");
+                ctx.event(
+                    &self.pod,
+                    "Warning",
+                    "FailedPostStartHook",
+                    &format!("PostStartHook failed: {e}"),
+                );
+                let _ = ctx.runtime.kill(&id, libc::SIGKILL as u32, true).await;
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) async fn ensure_sandbox(&mut self) -> Result<(), String> {
+        if host_network(&self.pod) || self.netns.is_some() {
+            return Ok(());
+        }
+        let dir = self.ctx.netns_dir.clone();
+        let uid = self.uid.clone();
+        let path = tokio::task::spawn_blocking(move || crate::agent::netns::create(&dir, &uid))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        self.netns = Some(path);
+        Ok(())
+    }
+
+    pub(super) async fn ensure_volumes(&mut self) -> Result<(), String> {
+        let refs = volumes::references(&self.pod);
+        let mut objects = Objects::default();
+        for name in &refs.config_maps {
+            let path = format!("/api/v1/namespaces/{}/configmaps/{name}", self.ns);
+            match self.ctx.client.get(&path).await {
+                Ok(Some(cm)) => {
+                    objects.config_maps.insert(name.clone(), cm);
+                }
+                Ok(None) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        for name in &refs.secrets {
+            let path = format!("/api/v1/namespaces/{}/secrets/{name}", self.ns);
+            match self.ctx.client.get(&path).await {
+                Ok(Some(s)) => {
+                    objects.secrets.insert(name.clone(), s);
+                }
+                Ok(None) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        let pod_dir = layout::pod_dir(&self.ctx.agent_dir, &self.uid);
+        let facts = self.ctx.node_facts(&self.pod);
+        let pod = self.pod.clone();
+        let objects_for_prepare = std::mem::take(&mut objects);
+        let (result, objects) = tokio::task::spawn_blocking(move || {
+            let r = volumes::prepare(&pod_dir, &pod, &objects_for_prepare, &facts);
+            (r, objects_for_prepare)
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        self.objects = objects;
+        match result {
+            Ok(v) => {
+                self.volumes = Some(v);
+                Ok(())
+            }
+            Err(e) => {
+                for slot in &mut self.slots {
+                    if slot.id.is_none() {
+                        slot.status.state = State::Waiting {
+                            reason: "ContainerCreating".into(),
+                            message: None,
+                        };
+                    }
+                }
+                Err(e.to_string())
+            }
+        }
+    }
+}
