@@ -205,3 +205,72 @@ fn exec_with_a_terminal_under_tmux() {
     let _ = tmux(&["kill-session", "-t", &session]);
     assert!(ok, "terminal session did not work:\n{seen}");
 }
+
+#[test]
+fn kubectl_run_it_attaches_to_the_container_terminal() {
+    let s = cluster();
+    assert!(
+        Command::new("tmux")
+            .arg("-V")
+            .output()
+            .is_ok_and(|o| o.status.success()),
+        "tmux is missing: `apt-get install tmux`"
+    );
+    let session = format!("k3rs-run-{}", std::process::id());
+    let kubectl = format!(
+        "kubectl --kubeconfig {} run shell -it --restart=Never --image={} --overrides='{{\"spec\":{{\"nodeName\":\"test-node\"}}}}' -- sh",
+        s.kubeconfig().display(),
+        pods::IMAGE
+    );
+    let tmux = |args: &[&str]| Command::new("tmux").args(args).output().expect("tmux");
+    let started = tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        &session,
+        "-x",
+        "100",
+        "-y",
+        "30",
+        &kubectl,
+    ]);
+    assert!(
+        started.status.success(),
+        "{}",
+        String::from_utf8_lossy(&started.stderr)
+    );
+    let screen = || {
+        String::from_utf8_lossy(&tmux(&["capture-pane", "-p", "-t", &session]).stdout).into_owned()
+    };
+    let running = eventually(60, || {
+        jsonpath(&s, "pod/shell", "{.status.phase}") == "Running"
+    });
+    assert!(running, "pod never ran: {}", screen());
+    // kubectl says "If you don't see a command prompt, try pressing enter."
+    std::thread::sleep(Duration::from_secs(2));
+    tmux(&["send-keys", "-t", &session, "", "Enter"]);
+    tmux(&[
+        "send-keys",
+        "-t",
+        &session,
+        "echo attached-$((40+2))",
+        "Enter",
+    ]);
+    let ok = eventually(20, || screen().contains("attached-42"));
+    let seen = screen();
+    tmux(&["send-keys", "-t", &session, "exit", "Enter"]);
+    let exited = eventually(30, || {
+        jsonpath(&s, "pod/shell", "{.status.phase}") == "Succeeded"
+    });
+    let _ = tmux(&["kill-session", "-t", &session]);
+    assert!(
+        ok,
+        "attach did not reach the shell:\n{seen}\nlog:\n{}",
+        s.log()
+    );
+    assert!(
+        exited,
+        "the shell did not end with `exit`: {}",
+        jsonpath(&s, "pod/shell", "{.status.phase}")
+    );
+}

@@ -47,6 +47,8 @@ struct Slot {
     pull_backoff: Backoff,
     /// A run is in flight (its waiter will report the exit).
     live: bool,
+    /// Our end of the stdin FIFO of a `stdin` + `tty` container.
+    stdin: Option<std::fs::File>,
 }
 
 impl Slot {
@@ -60,6 +62,7 @@ impl Slot {
             backoff: Backoff::default(),
             pull_backoff: Backoff::default(),
             live: false,
+            stdin: None,
         }
     }
 }

@@ -120,9 +120,36 @@ impl Worker {
         ] {
             labels.insert(k.to_string(), v);
         }
-        if spec.tty.unwrap_or(false) {
+        let tty = spec.tty.unwrap_or(false);
+        if tty {
             labels.insert(layout::LABEL_TTY.to_string(), "true".into());
         }
+        // `stdin: true` with a terminal: a FIFO the shim copies into the terminal and
+        // `kubectl attach` writes to. We hold a writer so the container never reads EOF.
+        // (Without a terminal the runc shim connects no stdin when output goes to the
+        // log binary, so only tty containers get one.)
+        let mut stdin_fifo = None;
+        if tty && spec.stdin.unwrap_or(false) {
+            let dir = layout::pod_dir(&ctx.agent_dir, &self.uid).join("stdin");
+            let path = dir.join(format!("{}-{attempt}", spec.name));
+            match make_fifo(&dir, &path) {
+                Ok(holder) => {
+                    labels.insert(
+                        layout::LABEL_STDIN_FIFO.to_string(),
+                        path.to_string_lossy().into_owned(),
+                    );
+                    slot.stdin = Some(holder);
+                    stdin_fifo = Some(path);
+                }
+                Err(e) => {
+                    tracing::warn!(container = %spec.name, error = %e, "cannot create the stdin FIFO")
+                }
+            }
+        }
+        let start = crate::agent::runtime::StartOptions {
+            stdin_fifo,
+            terminal: tty,
+        };
         // A leftover of this attempt (agent crashed between create and start) goes first.
         let _ = ctx.runtime.remove(&id).await;
         let new = NewContainer {
@@ -133,7 +160,9 @@ impl Worker {
         };
         let result = async {
             ctx.runtime.create(&new).await?;
-            ctx.runtime.start(&id, &LoggerConfig::new(&log_path)).await
+            ctx.runtime
+                .start_with(&id, &LoggerConfig::new(&log_path), &start)
+                .await
         }
         .await;
         let slot = &mut self.slots[i];
@@ -270,4 +299,22 @@ impl Worker {
             }
         }
     }
+}
+
+/// Creates the FIFO at `path` and opens it read-write: the returned file keeps a writer
+/// (and a reader, so the open does not block) for as long as the container runs.
+fn make_fifo(dir: &std::path::Path, path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::ffi::OsStrExt;
+    std::fs::create_dir_all(dir)?;
+    let _ = std::fs::remove_file(path);
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "NUL in path"))?;
+    // SAFETY: c is a valid NUL-terminated path.
+    if unsafe { libc::mkfifo(c.as_ptr(), 0o600) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
 }
