@@ -88,6 +88,10 @@ fn node_is_ready_and_pods_run_to_completion() {
     assert_eq!(jsonpath(&s, "pod/web", "{.status.hostIP}"), "127.0.0.1");
 
     // Deleting returns once the containers are gone, and nothing is left behind.
+    let uids: Vec<String> = ["web", "ok", "fail"]
+        .iter()
+        .map(|p| jsonpath(&s, &format!("pod/{p}"), "{.metadata.uid}"))
+        .collect();
     let started = Instant::now();
     s.kubectl(&["delete", "pod", "web", "ok", "fail", "--timeout=60s"])
         .ok();
@@ -104,6 +108,46 @@ fn node_is_ready_and_pods_run_to_completion() {
     let pods_dir = s.data_dir().join("agent/pods");
     let left = std::fs::read_dir(&pods_dir).map(|d| d.count()).unwrap_or(0);
     assert_eq!(left, 0, "pod directories left in {}", pods_dir.display());
+    let ctr = |args: &[&str]| {
+        let out = std::process::Command::new("ctr")
+            .arg("--address")
+            .arg(s.run_dir().join("containerd/containerd.sock"))
+            .args(["-n", "k8s.io"])
+            .args(args)
+            .output()
+            .expect("ctr (from Debian's containerd package)");
+        assert!(
+            out.status.success(),
+            "ctr {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(
+        ctr(&["containers", "ls", "-q"]).trim(),
+        "",
+        "containers left"
+    );
+    assert_eq!(ctr(&["tasks", "ls", "-q"]).trim(), "", "tasks left");
+    let snapshots = ctr(&["snapshots", "--snapshotter", "overlayfs", "ls"]);
+    assert!(
+        !snapshots.contains("Active"),
+        "container snapshots left:\n{snapshots}"
+    );
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let cgroups: Vec<std::path::PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    for uid in &uids {
+        assert!(!mounts.contains(uid.as_str()), "mounts of pod {uid} left");
+        for c in cgroups
+            .iter()
+            .chain(std::iter::once(&std::path::PathBuf::from("/sys/fs/cgroup")))
+        {
+            let dir = c.join("k3rs").join(uid);
+            assert!(!dir.exists(), "cgroup {} left", dir.display());
+        }
+    }
 }
 
 fn restart_count(s: &Server, pod: &str) -> u32 {
@@ -402,5 +446,97 @@ fn lifecycle_hooks_run_after_start_and_before_stop() {
     assert_eq!(
         pre, "stopping\n",
         "preStop hook did not run before the container stopped"
+    );
+}
+
+#[test]
+fn init_containers_run_in_order_before_the_app() {
+    let s = cluster();
+    let yaml = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: staged\nspec:\n  nodeName: test-node\n  initContainers:\n  - name: first\n    image: {IMAGE}\n    command: [\"sh\", \"-c\", \"echo one > /work/steps; sleep 2\"]\n    volumeMounts: [{{name: work, mountPath: /work}}]\n  - name: second\n    image: {IMAGE}\n    command: [\"sh\", \"-c\", \"echo two >> /work/steps\"]\n    volumeMounts: [{{name: work, mountPath: /work}}]\n  containers:\n  - name: main\n    image: {IMAGE}\n    command: [\"sh\", \"-c\", \"cat /work/steps; sleep 3600\"]\n    volumeMounts: [{{name: work, mountPath: /work}}]\n  volumes:\n  - name: work\n    emptyDir: {{}}\n"
+    );
+    s.kubectl_stdin(&["apply", "-f", "-"], &yaml).ok();
+    // While the first init container runs, kubectl shows Init:0/2 and the app waits.
+    let init_seen = eventually(30, || {
+        s.kubectl(&["get", "pod", "staged"])
+            .stdout
+            .contains("Init:0/2")
+    });
+    assert!(
+        init_seen,
+        "{}",
+        s.kubectl(&["get", "pod", "staged", "-o", "yaml"]).stdout
+    );
+    assert_eq!(
+        jsonpath(
+            &s,
+            "pod/staged",
+            "{.status.containerStatuses[0].state.waiting.reason}"
+        ),
+        "PodInitializing"
+    );
+    wait_for(&s, 60, "pod/staged", "{.status.phase}", "Running");
+    assert_eq!(
+        jsonpath(
+            &s,
+            "pod/staged",
+            "{.status.conditions[?(@.type==\"Initialized\")].status}"
+        ),
+        "True"
+    );
+    let logs = eventually(20, || s.kubectl(&["logs", "staged"]).stdout == "one\ntwo\n");
+    assert!(
+        logs,
+        "init containers did not run in order: {:?}",
+        s.kubectl(&["logs", "staged"]).stdout
+    );
+    assert_eq!(
+        jsonpath(
+            &s,
+            "pod/staged",
+            "{.status.initContainerStatuses[*].state.terminated.reason}"
+        ),
+        "Completed Completed"
+    );
+}
+
+#[test]
+fn pods_deleted_while_the_agent_was_away_are_cleaned_up() {
+    let mut s = cluster();
+    s.kubectl_stdin(
+        &["apply", "-f", "-"],
+        &pod_yaml("gone", "Always", "sleep 3600"),
+    )
+    .ok();
+    wait_for(&s, 60, "pod/gone", "{.status.phase}", "Running");
+    let uid = jsonpath(&s, "pod/gone", "{.metadata.uid}");
+    // The server comes back without its agent; the pod is force-deleted meanwhile.
+    s.stop();
+    s.start_again_with(&["--disable-agent"]);
+    s.kubectl(&["delete", "pod", "gone", "--force", "--grace-period=0"])
+        .ok();
+    s.stop();
+    s.start_again_with(&[]);
+    s.wait_node_ready();
+    let netns = s.run_dir().join("netns").join(&uid);
+    let pod_dir = s.data_dir().join("agent/pods").join(&uid);
+    let cleaned = eventually(30, || !netns.exists() && !pod_dir.exists());
+    assert!(
+        cleaned,
+        "leftovers of the deleted pod: netns {} dir {}\n{}",
+        netns.exists(),
+        pod_dir.exists(),
+        s.log()
+    );
+    let out = std::process::Command::new("ctr")
+        .arg("--address")
+        .arg(s.run_dir().join("containerd/containerd.sock"))
+        .args(["-n", "k8s.io", "containers", "ls", "-q"])
+        .output()
+        .expect("ctr");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "",
+        "containers of the deleted pod left"
     );
 }

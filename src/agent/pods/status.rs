@@ -263,6 +263,24 @@ fn condition(
     Value::Object(c)
 }
 
+/// While init containers run, containers not created yet wait with the kubelet's
+/// reason PodInitializing rather than ContainerCreating.
+fn initializing(c: &ContainerStatus, initialized: bool) -> std::borrow::Cow<'_, ContainerStatus> {
+    match &c.state {
+        State::Waiting { reason, .. }
+            if !initialized && reason == "ContainerCreating" && c.container_id.is_none() =>
+        {
+            let mut shown = c.clone();
+            shown.state = State::Waiting {
+                reason: "PodInitializing".into(),
+                message: None,
+            };
+            std::borrow::Cow::Owned(shown)
+        }
+        _ => std::borrow::Cow::Borrowed(c),
+    }
+}
+
 /// The whole `status` object.
 pub fn render(view: &PodView) -> Value {
     let phase = phase(view);
@@ -329,13 +347,17 @@ pub fn render(view: &PodView) -> Value {
         "hostIPs": [{"ip": view.host_ip}],
         "startTime": view.start_time,
         "qosClass": qos_class(view.pod),
-        "containerStatuses": view.app.iter().map(|c| c.to_json(c.running() && !terminal)).collect::<Vec<_>>(),
+        "containerStatuses": view
+            .app
+            .iter()
+            .map(|c| initializing(c, initialized).to_json(c.running() && !terminal))
+            .collect::<Vec<_>>(),
     });
     if !view.init.is_empty() {
         status["initContainerStatuses"] = view
             .init
             .iter()
-            .map(|c| c.to_json(c.succeeded()))
+            .map(|c| initializing(c, initialized).to_json(c.succeeded()))
             .collect::<Vec<_>>()
             .into();
     }
