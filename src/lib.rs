@@ -17,4 +17,5 @@ pub mod cni;
 pub mod config;
 pub mod notify;
 pub mod server;
+pub mod tls;
 pub mod version;
