@@ -280,6 +280,19 @@ fn main() {
             pct(&single, 0.5),
             pct(&single, 1.0)
         );
+        // Let the agent remove the last pods' containers before it stops.
+        wait_until(120, "single pods removed", || {
+            let api = api.clone();
+            async move {
+                let l: Value = api
+                    .request_json(http::Method::GET, "/api/v1/namespaces/default/pods", None)
+                    .await
+                    .unwrap_or(Value::Null);
+                l["items"].as_array().is_some_and(|i| i.is_empty())
+            }
+        })
+        .await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
         drop(agent);
     });
 }

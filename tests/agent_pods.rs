@@ -453,7 +453,7 @@ fn lifecycle_hooks_run_after_start_and_before_stop() {
 fn init_containers_run_in_order_before_the_app() {
     let s = cluster();
     let yaml = format!(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: staged\nspec:\n  nodeName: test-node\n  initContainers:\n  - name: first\n    image: {IMAGE}\n    command: [\"sh\", \"-c\", \"echo one > /work/steps; sleep 2\"]\n    volumeMounts: [{{name: work, mountPath: /work}}]\n  - name: second\n    image: {IMAGE}\n    command: [\"sh\", \"-c\", \"echo two >> /work/steps\"]\n    volumeMounts: [{{name: work, mountPath: /work}}]\n  containers:\n  - name: main\n    image: {IMAGE}\n    command: [\"sh\", \"-c\", \"cat /work/steps; sleep 3600\"]\n    volumeMounts: [{{name: work, mountPath: /work}}]\n  volumes:\n  - name: work\n    emptyDir: {{}}\n"
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: staged\nspec:\n  nodeName: test-node\n  initContainers:\n  - name: first\n    image: {IMAGE}\n    command: [\"sh\", \"-c\", \"echo one > /work/steps; sleep 2\"]\n    volumeMounts: [{{name: work, mountPath: /work}}]\n  - name: second\n    image: {IMAGE}\n    command: [\"sh\", \"-c\", \"echo two >> /work/steps\"]\n    volumeMounts: [{{name: work, mountPath: /work}}]\n  containers:\n  - name: main\n    image: {IMAGE}\n    command: [\"sh\", \"-c\", \"cat /work/steps; sleep 3600\"]\n    volumeMounts: [{{name: work, mountPath: /work}}]\n  - name: side\n    image: {IMAGE}\n    command: [\"sleep\", \"3600\"]\n  volumes:\n  - name: work\n    emptyDir: {{}}\n"
     );
     s.kubectl_stdin(&["apply", "-f", "-"], &yaml).ok();
     // While the first init container runs, kubectl shows Init:0/2 and the app waits.
@@ -484,6 +484,16 @@ fn init_containers_run_in_order_before_the_app() {
         ),
         "True"
     );
+    // Both app containers of the pod share one runc shim process (grouped by pod).
+    let socket = s.run_dir().join("containerd/containerd.sock");
+    let shims = std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains("containerd-shim-runc-v2") && c.contains(&*socket.to_string_lossy()))
+        .count();
+    assert_eq!(shims, 1, "runc shims for a pod with two running containers");
     let logs = eventually(20, || s.kubectl(&["logs", "staged"]).stdout == "one\ntwo\n");
     assert!(
         logs,

@@ -432,6 +432,32 @@ impl Drop for Server {
             let _ = c.kill();
             let _ = c.wait();
         }
+        if self.agent {
+            kill_leftovers(&self.run_dir());
+        }
+    }
+}
+
+/// Kills processes still tied to an agent's run dir after its server stopped (runc shims
+/// of containers the test left running), so one test's leftovers never pile up on the
+/// machine. Says so on stderr: a leftover is worth a look.
+fn kill_leftovers(run_dir: &Path) {
+    let marker = run_dir.to_string_lossy().into_owned();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for e in entries.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains(&marker) {
+            eprintln!("test harness: killing leftover process {pid}: {cmdline}");
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
     }
 }
 

@@ -95,6 +95,11 @@ impl Worker {
         cspec
             .annotations
             .insert("io.kubernetes.pod.name".into(), self.name.clone());
+        // The runc shim groups containers by this annotation: one shim process per pod
+        // (as under the CRI plugin) instead of one per container.
+        cspec
+            .annotations
+            .insert("io.kubernetes.cri.sandbox-id".into(), self.uid.clone());
         let mut labels = HashMap::new();
         for (k, v) in [
             (layout::LABEL_POD_NAMESPACE, self.ns.clone()),
