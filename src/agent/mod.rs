@@ -52,6 +52,14 @@ pub struct AgentOptions {
 /// Runs the agent until `shutdown`. Containers keep running when it stops; the next
 /// start adopts them.
 pub async fn run(opts: AgentOptions, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        anyhow::bail!(
+            "the node agent needs root (it runs containerd, mounts container filesystems and \
+             creates network namespaces): run k3rs as root, or pass --disable-agent to run \
+             the control plane alone"
+        );
+    }
     let agent_dir = opts.data_dir.join("agent");
     let images_dir = agent_dir.join("images");
     std::fs::create_dir_all(&images_dir)
