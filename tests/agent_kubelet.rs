@@ -9,111 +9,59 @@
 //!
 //! Needs root, containerd, runc and busybox-static (`apt-get install containerd runc
 //! busybox-static`); fails loudly, never skips, when one is missing. This test binary
-//! plays the shim's CRI logger (see `logger_hook`), as in tests/agent_runtime.rs.
+//! plays the shim's CRI logger (see tests/common/containerd.rs).
 
+#[path = "common/containerd.rs"]
+mod containerd;
 #[path = "common/images.rs"]
 mod images;
 
 use std::collections::HashMap;
-use std::os::unix::ffi::OsStringExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use containerd::TempContainerd;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
-use k3rs::agent::containerd::{Supervisor, SupervisorConfig};
 use k3rs::agent::images as agent_images;
 use k3rs::agent::kubelet::spdy::frame::{Decoder, Encoder, Frame, FLAG_FIN};
 use k3rs::agent::kubelet::websocket::{self as ws, Message};
 use k3rs::agent::layout;
-use k3rs::agent::logger::{self, LoggerConfig};
+use k3rs::agent::logger::LoggerConfig;
 use k3rs::agent::netns;
-use k3rs::agent::runtime::{ContainerSpec, Namespace, NewContainer, Runtime, StartOptions};
+use k3rs::agent::runtime::{ContainerSpec, Namespace, NewContainer, StartOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-// The runc shim starts this binary as the containers' logger; run it before the test
-// harness sees the logger's arguments.
-#[used]
-#[link_section = ".init_array"]
-static LOGGER_HOOK: extern "C" fn() = logger_hook;
-
-extern "C" fn logger_hook() {
-    let Ok(cmdline) = std::fs::read("/proc/self/cmdline") else {
-        return;
-    };
-    let cmdline = cmdline.strip_suffix(&[0]).unwrap_or(&cmdline);
-    let args: Vec<std::ffi::OsString> = cmdline
-        .split(|b| *b == 0)
-        .map(|a| std::ffi::OsString::from_vec(a.to_vec()))
-        .collect();
-    if let Some(config) = LoggerConfig::from_args(&args) {
-        std::process::exit(logger::run(&config));
-    }
-}
-
-fn require_root_and_tools() {
-    // SAFETY: geteuid has no preconditions.
-    assert!(
-        unsafe { libc::geteuid() } == 0,
-        "agent_kubelet needs root (containerd, snapshots, network namespaces): run \
-         `sudo -E cargo test --test agent_kubelet`; CI runs it as root"
-    );
-    for bin in ["containerd", "containerd-shim-runc-v2", "runc"] {
-        let on_path = std::env::var_os("PATH")
-            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()));
-        assert!(on_path, "{bin} missing: `apt-get install containerd runc`");
-    }
-    images::busybox();
-}
 
 const NS: &str = "default";
 const POD: &str = "web";
 const UID: &str = "3f1c2a9e-0000-4000-8000-00000000k3rs";
 
-/// containerd on temp dirs, the busybox image, a pod netns.
+/// containerd on temp dirs, the busybox image, a pod netns. Dropping it removes the
+/// containers and the netns and stops containerd (see [`TempContainerd`]).
 struct Node {
-    _dirs: (tempfile::TempDir, tempfile::TempDir),
+    containerd: TempContainerd,
     data: PathBuf,
-    netns_dir: PathBuf,
     netns: PathBuf,
-    supervisor: Option<Supervisor>,
-    runtime: Runtime,
     stdin_holders: std::sync::Mutex<Vec<std::fs::File>>,
 }
 
 impl Node {
     async fn start() -> Node {
-        require_root_and_tools();
-        let data_dir = tempfile::tempdir().expect("data dir");
-        let run_dir = tempfile::tempdir().expect("run dir");
-        let mut config = SupervisorConfig::new(data_dir.path()).with_run_dir(run_dir.path());
-        config.ready_timeout = Duration::from_secs(30);
-        config.stop_timeout = Duration::from_secs(10);
-        let supervisor = Supervisor::start(config)
-            .await
-            .unwrap_or_else(|e| panic!("containerd did not start: {e}"));
-        let exe = std::env::current_exe().expect("test binary");
-        let runtime = Runtime::new(
-            supervisor.client(),
-            &exe,
-            Some(&supervisor.config().runc_root()),
-        );
-        let archive = data_dir.path().join("busybox.tar");
+        images::require_agent_environment("agent_kubelet");
+        let containerd = TempContainerd::start().await;
+        let data = containerd.data_dir().to_path_buf();
+        let archive = data.join("busybox.tar");
         images::write_oci_archive(&archive, "busybox:kubelet", false);
-        agent_images::import_file(&supervisor.client(), &archive)
+        agent_images::import_file(&containerd.client(), &archive)
             .await
             .expect("import busybox");
-        let netns_dir = run_dir.path().join("netns");
-        let netns = netns::create(&netns_dir, "pod-web").expect("pod netns");
+        let netns = netns::create(&containerd.netns_dir(), "pod-web").expect("pod netns");
         Node {
-            data: data_dir.path().to_path_buf(),
-            _dirs: (data_dir, run_dir),
-            netns_dir,
+            data,
             netns,
-            supervisor: Some(supervisor),
-            runtime,
+            containerd,
             stdin_holders: Default::default(),
         }
     }
@@ -125,9 +73,10 @@ impl Node {
 
     /// [`Node::run`]; with `stdin`, the task reads a FIFO (what attach writes to).
     async fn run_with(&self, name: &str, attempt: u32, script: &str, stdin: bool) -> String {
-        let image = agent_images::image_config(self.runtime.client(), "busybox:kubelet")
-            .await
-            .expect("image config");
+        let image =
+            agent_images::image_config(self.containerd.runtime().client(), "busybox:kubelet")
+                .await
+                .expect("image config");
         let args = vec!["sh".to_string(), "-c".to_string(), script.to_string()];
         let mut spec = ContainerSpec::from_image(&image, Some(&args), None, &[]).expect("spec");
         spec.network = Namespace::Path(self.netns.clone());
@@ -169,7 +118,8 @@ impl Node {
             opts.stdin_fifo = Some(fifo);
             opts.terminal = true;
         }
-        self.runtime
+        self.containerd
+            .runtime()
             .create(&NewContainer {
                 id: id.clone(),
                 image: "busybox:kubelet".into(),
@@ -178,40 +128,12 @@ impl Node {
             })
             .await
             .expect("create container");
-        self.runtime
+        self.containerd
+            .runtime()
             .start_with(&id, &LoggerConfig::new(&log), &opts)
             .await
             .expect("start container");
         id
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let runtime = self.runtime.clone();
-        let supervisor = self.supervisor.take();
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async move {
-                let work = async {
-                    for c in runtime.list().await.unwrap_or_default() {
-                        let _ = runtime.remove(&c.id).await;
-                    }
-                };
-                let _ = tokio::time::timeout(Duration::from_secs(30), work).await;
-                if let Some(s) = supervisor {
-                    s.shutdown().await;
-                }
-            });
-        })
-        .join();
-        let _ = netns::remove(&self.netns);
-        let _ = std::fs::remove_dir_all(&self.netns_dir);
     }
 }
 
@@ -537,7 +459,7 @@ async fn kubelet_endpoint_serves_logs_exec_and_port_forward() {
     let server = tokio::spawn(k3rs::agent::kubelet::serve(
         listener,
         Arc::new(tls),
-        node.runtime.clone(),
+        node.containerd.runtime().clone(),
         stop_rx,
     ));
     let admin = Client::new(
@@ -558,7 +480,11 @@ async fn kubelet_endpoint_serves_logs_exec_and_port_forward() {
 
     // Attempt 0 of "app" ran and exited; attempt 1 runs httpd and stays up.
     let first = node.run("app", 0, "echo attempt zero").await;
-    node.runtime.wait(&first).await.expect("attempt 0 exits");
+    node.containerd
+        .runtime()
+        .wait(&first)
+        .await
+        .expect("attempt 0 exits");
     node.run(
         "app",
         1,

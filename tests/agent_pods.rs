@@ -15,7 +15,7 @@ mod pods;
 mod registry;
 
 use common::{eventually, Server};
-use pods::{cluster, jsonpath, pod_yaml, wait_for, IMAGE};
+use pods::{apply_pod, cluster, ctr, jsonpath, pod_yaml, wait_for, IMAGE};
 use std::time::{Duration, Instant};
 
 #[test]
@@ -40,18 +40,9 @@ fn node_is_ready_and_pods_run_to_completion() {
     ]);
     assert_eq!(lease.ok().trim(), "test-node");
 
-    s.kubectl_stdin(
-        &["apply", "-f", "-"],
-        &pod_yaml("ok", "Never", "echo hello; exit 0"),
-    )
-    .ok();
-    s.kubectl_stdin(&["apply", "-f", "-"], &pod_yaml("fail", "Never", "exit 3"))
-        .ok();
-    s.kubectl_stdin(
-        &["apply", "-f", "-"],
-        &pod_yaml("web", "Always", "exec httpd -f -p 8080 -h /var/www"),
-    )
-    .ok();
+    apply_pod(&s, "ok", "Never", "echo hello; exit 0");
+    apply_pod(&s, "fail", "Never", "exit 3");
+    apply_pod(&s, "web", "Always", "exec httpd -f -p 8080 -h /var/www");
     wait_for(&s, 60, "pod/ok", "{.status.phase}", "Succeeded");
     wait_for(&s, 60, "pod/fail", "{.status.phase}", "Failed");
     wait_for(&s, 60, "pod/web", "{.status.phase}", "Running");
@@ -108,28 +99,13 @@ fn node_is_ready_and_pods_run_to_completion() {
     let pods_dir = s.data_dir().join("agent/pods");
     let left = std::fs::read_dir(&pods_dir).map(|d| d.count()).unwrap_or(0);
     assert_eq!(left, 0, "pod directories left in {}", pods_dir.display());
-    let ctr = |args: &[&str]| {
-        let out = std::process::Command::new("ctr")
-            .arg("--address")
-            .arg(s.run_dir().join("containerd/containerd.sock"))
-            .args(["-n", "k8s.io"])
-            .args(args)
-            .output()
-            .expect("ctr (from Debian's containerd package)");
-        assert!(
-            out.status.success(),
-            "ctr {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
     assert_eq!(
-        ctr(&["containers", "ls", "-q"]).trim(),
+        ctr(&s, &["containers", "ls", "-q"]).trim(),
         "",
         "containers left"
     );
-    assert_eq!(ctr(&["tasks", "ls", "-q"]).trim(), "", "tasks left");
-    let snapshots = ctr(&["snapshots", "--snapshotter", "overlayfs", "ls"]);
+    assert_eq!(ctr(&s, &["tasks", "ls", "-q"]).trim(), "", "tasks left");
+    let snapshots = ctr(&s, &["snapshots", "--snapshotter", "overlayfs", "ls"]);
     assert!(
         !snapshots.contains("Active"),
         "container snapshots left:\n{snapshots}"
@@ -163,11 +139,7 @@ fn restart_count(s: &Server, pod: &str) -> u32 {
 #[test]
 fn crashing_container_restarts_with_growing_back_off() {
     let s = cluster();
-    s.kubectl_stdin(
-        &["apply", "-f", "-"],
-        &pod_yaml("crash", "Always", "echo run; exit 1"),
-    )
-    .ok();
+    apply_pod(&s, "crash", "Always", "echo run; exit 1");
     // Record when each restart shows up, and whether CrashLoopBackOff was reported.
     let mut seen_at: Vec<(u32, Instant)> = Vec::new();
     let mut crash_loop = false;
@@ -297,11 +269,7 @@ fn deletion_waits_for_sigterm_handlers_and_kills_at_the_grace_period() {
 #[test]
 fn restarting_the_server_adopts_running_containers() {
     let mut s = cluster();
-    s.kubectl_stdin(
-        &["apply", "-f", "-"],
-        &pod_yaml("web", "Always", "exec httpd -f -p 8080 -h /var/www"),
-    )
-    .ok();
+    apply_pod(&s, "web", "Always", "exec httpd -f -p 8080 -h /var/www");
     wait_for(&s, 60, "pod/web", "{.status.phase}", "Running");
     let path = "{.status.containerStatuses[0].state.running.startedAt} {.status.containerStatuses[0].containerID}";
     let before = jsonpath(&s, "pod/web", path);
@@ -513,11 +481,7 @@ fn init_containers_run_in_order_before_the_app() {
 #[test]
 fn pods_deleted_while_the_agent_was_away_are_cleaned_up() {
     let mut s = cluster();
-    s.kubectl_stdin(
-        &["apply", "-f", "-"],
-        &pod_yaml("gone", "Always", "sleep 3600"),
-    )
-    .ok();
+    apply_pod(&s, "gone", "Always", "sleep 3600");
     wait_for(&s, 60, "pod/gone", "{.status.phase}", "Running");
     let uid = jsonpath(&s, "pod/gone", "{.metadata.uid}");
     // The server comes back without its agent; the pod is force-deleted meanwhile.
@@ -538,14 +502,8 @@ fn pods_deleted_while_the_agent_was_away_are_cleaned_up() {
         pod_dir.exists(),
         s.log()
     );
-    let out = std::process::Command::new("ctr")
-        .arg("--address")
-        .arg(s.run_dir().join("containerd/containerd.sock"))
-        .args(["-n", "k8s.io", "containers", "ls", "-q"])
-        .output()
-        .expect("ctr");
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
+        ctr(&s, &["containers", "ls", "-q"]).trim(),
         "",
         "containers of the deleted pod left"
     );

@@ -11,43 +11,24 @@
 //! (`apt-get install containerd runc busybox-static docker-registry apache2-utils`);
 //! every test fails loudly, never skips, when one is missing.
 
+#[path = "common/containerd.rs"]
+mod containerd;
 #[path = "common/images.rs"]
 mod images;
 #[path = "common/registry.rs"]
 mod registry;
 
 use std::collections::{BTreeMap, HashMap};
-use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use k3rs::agent::containerd::{Client, Supervisor, SupervisorConfig};
+use containerd::TempContainerd;
+use k3rs::agent::containerd::Client;
 use k3rs::agent::images::{self as agent_images, PullOptions, Registries, RegistryCredential};
-use k3rs::agent::logger::{self, LoggerConfig};
-use k3rs::agent::runtime::{ContainerSpec, Namespace, NewContainer, Runtime};
+use k3rs::agent::logger::LoggerConfig;
+use k3rs::agent::runtime::{ContainerSpec, Namespace, NewContainer};
 use registry::{free_port, Registry};
 use serde_json::json;
-
-// The runc shim starts this binary as a container's CRI logger (see agent_runtime.rs).
-#[used]
-#[link_section = ".init_array"]
-static LOGGER_HOOK: extern "C" fn() = logger_hook;
-
-extern "C" fn logger_hook() {
-    let Ok(raw) = std::fs::read("/proc/self/cmdline") else {
-        return;
-    };
-    let mut args: Vec<OsString> = raw
-        .split(|b| *b == 0)
-        .map(|a| OsString::from(String::from_utf8_lossy(a).into_owned()))
-        .collect();
-    if args.last().is_some_and(|a| a.is_empty()) {
-        args.pop();
-    }
-    if let Some(config) = LoggerConfig::from_args(&args) {
-        std::process::exit(logger::run(&config));
-    }
-}
 
 fn on_path(bin: &str) -> bool {
     std::env::var_os("PATH")
@@ -78,47 +59,25 @@ fn require_environment() {
     images::busybox();
 }
 
-/// Our containerd on temp dirs.
+/// Our containerd on temp dirs (the runc shim runs this binary as the CRI logger).
 struct Node {
-    _data: tempfile::TempDir,
-    _run: tempfile::TempDir,
-    supervisor: Option<Supervisor>,
-    logs: PathBuf,
+    containerd: TempContainerd,
 }
 
 impl Node {
     async fn start() -> Node {
         require_environment();
-        let data = tempfile::tempdir().expect("data dir");
-        let run = tempfile::tempdir().expect("run dir");
-        let mut config = SupervisorConfig::new(data.path()).with_run_dir(run.path());
-        config.ready_timeout = Duration::from_secs(30);
-        config.stop_timeout = Duration::from_secs(10);
-        let supervisor = Supervisor::start(config)
-            .await
-            .unwrap_or_else(|e| panic!("containerd did not start: {e}"));
         Node {
-            logs: data.path().join("pods"),
-            _data: data,
-            _run: run,
-            supervisor: Some(supervisor),
+            containerd: TempContainerd::start().await,
         }
     }
 
     fn client(&self) -> Client {
-        self.supervisor.as_ref().expect("running").client()
-    }
-
-    fn runtime(&self) -> Runtime {
-        let s = self.supervisor.as_ref().expect("running");
-        let exe = std::env::current_exe().expect("test binary path");
-        Runtime::new(s.client(), &exe, Some(&s.config().runc_root()))
+        self.containerd.client()
     }
 
     async fn stop(mut self) {
-        if let Some(s) = self.supervisor.take() {
-            s.shutdown().await;
-        }
+        self.containerd.stop().await;
     }
 }
 
@@ -137,7 +96,7 @@ async fn image_names(client: &Client) -> Vec<String> {
 
 /// Runs `echo <word>` from `image` and returns the container's log.
 async fn run_echo(node: &Node, image: &str, id: &str, word: &str) -> String {
-    let runtime = node.runtime();
+    let runtime = node.containerd.runtime();
     let config = agent_images::ensure_unpacked(&node.client(), image)
         .await
         .expect("image config");
@@ -154,7 +113,7 @@ async fn run_echo(node: &Node, image: &str, id: &str, word: &str) -> String {
         })
         .await
         .expect("create container from the pulled image");
-    let log = node.logs.join(id).join("0.log");
+    let log = node.containerd.pod_logs_dir().join(id).join("0.log");
     runtime
         .start(id, &LoggerConfig::new(&log))
         .await

@@ -8,102 +8,53 @@
 //! busybox-static`); every test fails loudly, never skips, when one is missing.
 //!
 //! The shim runs a CRI logger for each container: production runs the k3rs binary
-//! for that; here this test binary plays the part (see `logger_hook`).
+//! for that; here this test binary plays the part (see tests/common/containerd.rs).
 
+#[path = "common/containerd.rs"]
+mod containerd;
 #[path = "common/images.rs"]
 mod images;
 
 use std::collections::{BTreeSet, HashMap};
-use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use containerd::TempContainerd;
 use containerd_client::services::v1::snapshots::ListSnapshotsRequest;
 use containerd_client::services::v1::{ListContentRequest, ListTasksRequest};
-use k3rs::agent::containerd::{Client, Containerd, Supervisor, SupervisorConfig};
+use k3rs::agent::containerd::{Client, Containerd, SupervisorConfig};
 use k3rs::agent::images as agent_images;
-use k3rs::agent::logger::{self, LoggerConfig};
+use k3rs::agent::logger::LoggerConfig;
 use k3rs::agent::netns;
 use k3rs::agent::runtime::{ContainerSpec, Namespace, NewContainer, Runtime, TaskStatus};
 
-// When the runc shim starts this binary as a container's logger (its arguments carry
-// `k3rs-cri-logger`), run the logger before the test harness parses them. Reading
-// /proc/self/cmdline is safe this early; std's own argument capture may not have run.
-#[used]
-#[link_section = ".init_array"]
-static LOGGER_HOOK: extern "C" fn() = logger_hook;
-
-extern "C" fn logger_hook() {
-    let Ok(raw) = std::fs::read("/proc/self/cmdline") else {
-        return;
-    };
-    let mut args: Vec<OsString> = raw
-        .split(|b| *b == 0)
-        .map(|a| OsString::from(String::from_utf8_lossy(a).into_owned()))
-        .collect();
-    if args.last().is_some_and(|a| a.is_empty()) {
-        args.pop();
-    }
-    if let Some(config) = LoggerConfig::from_args(&args) {
-        std::process::exit(logger::run(&config));
-    }
-}
-
-fn require_environment() {
-    images::require_agent_environment("agent_runtime");
-}
-
-/// A containerd of our own on temp dirs, plus the runtime on top.
+/// Our own containerd on temp dirs and the runtime on top, with helpers for these tests.
 struct Node {
-    data: tempfile::TempDir,
-    run: tempfile::TempDir,
-    supervisor: Option<Supervisor>,
-    runtime: Runtime,
+    containerd: TempContainerd,
 }
 
 impl Node {
     async fn start() -> Node {
-        require_environment();
-        let data = tempfile::tempdir().expect("data dir");
-        let run = tempfile::tempdir().expect("run dir");
-        let supervisor = start_supervisor(data.path(), run.path()).await;
-        let runtime = runtime_for(&supervisor);
+        images::require_agent_environment("agent_runtime");
         Node {
-            data,
-            run,
-            supervisor: Some(supervisor),
-            runtime,
+            containerd: TempContainerd::start().await,
         }
     }
 
     fn client(&self) -> Client {
-        self.runtime.client().clone()
+        self.containerd.client()
+    }
+
+    fn runtime(&self) -> &Runtime {
+        self.containerd.runtime()
     }
 
     fn netns_dir(&self) -> PathBuf {
-        self.run.path().join("netns")
+        self.containerd.netns_dir()
     }
 
     fn log_path(&self, id: &str) -> PathBuf {
-        self.data.path().join("pods").join(id).join("0.log")
-    }
-
-    async fn restart_supervisor(&mut self) {
-        if let Some(s) = self.supervisor.take() {
-            s.shutdown().await;
-        }
-        let s = start_supervisor(self.data.path(), self.run.path()).await;
-        self.runtime = runtime_for(&s);
-        self.supervisor = Some(s);
-    }
-
-    fn containerd_log(&self) -> String {
-        let path = SupervisorConfig::new(self.data.path()).log_path();
-        std::fs::read_to_string(&path).unwrap_or_else(|e| format!("{}: {e}", path.display()))
-    }
-
-    fn supervisor(&self) -> &Supervisor {
-        self.supervisor.as_ref().expect("supervisor running")
+        self.containerd.pod_logs_dir().join(id).join("0.log")
     }
 
     /// Creates and starts a busybox container running `script` in the pod netns.
@@ -119,7 +70,7 @@ impl Node {
         spec.cgroups_path = cgroup_path(id);
         let mut labels = HashMap::new();
         labels.insert("io.k3rs.test".to_string(), id.to_string());
-        self.runtime
+        self.runtime()
             .create(&NewContainer {
                 id: id.to_string(),
                 image: "busybox:oci".to_string(),
@@ -128,68 +79,11 @@ impl Node {
             })
             .await
             .expect("create container");
-        self.runtime
+        self.runtime()
             .start(id, &LoggerConfig::new(&self.log_path(id)))
             .await
             .expect("start task")
     }
-}
-
-impl Drop for Node {
-    /// After a failed test: remove what is left (containers first, on a runtime of
-    /// its own since the test's may be unwinding), then stop containerd.
-    fn drop(&mut self) {
-        if let Some(supervisor) = self.supervisor.take() {
-            let client = supervisor.client();
-            let socket = client.socket().to_path_buf();
-            let snapshotter = client.snapshotter().to_string();
-            let runc_root = supervisor.config().runc_root();
-            let cleanup = std::thread::spawn(move || {
-                let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                else {
-                    return;
-                };
-                rt.block_on(async move {
-                    let Ok(client) = Client::connect_lazy(&socket) else {
-                        return;
-                    };
-                    let exe = std::env::current_exe().unwrap_or_default();
-                    let runtime = Runtime::new(
-                        client.with_snapshotter(&snapshotter),
-                        &exe,
-                        Some(&runc_root),
-                    );
-                    let work = async {
-                        for c in runtime.list().await.unwrap_or_default() {
-                            let _ = runtime.remove(&c.id).await;
-                        }
-                    };
-                    let _ = tokio::time::timeout(Duration::from_secs(30), work).await;
-                });
-            });
-            let _ = cleanup.join();
-            drop(supervisor);
-        }
-        for id in netns::list(&self.netns_dir()) {
-            let _ = netns::remove(&self.netns_dir().join(id));
-        }
-    }
-}
-
-async fn start_supervisor(data: &Path, run: &Path) -> Supervisor {
-    let mut config = SupervisorConfig::new(data).with_run_dir(run);
-    config.ready_timeout = Duration::from_secs(30);
-    config.stop_timeout = Duration::from_secs(10);
-    Supervisor::start(config)
-        .await
-        .unwrap_or_else(|e| panic!("containerd did not start: {e}"))
-}
-
-fn runtime_for(s: &Supervisor) -> Runtime {
-    let exe = std::env::current_exe().expect("test binary path");
-    Runtime::new(s.client(), &exe, Some(&s.config().runc_root()))
 }
 
 /// A cgroup per test container, flat so runc removes all of it on delete.
@@ -272,7 +166,7 @@ async fn content_digests(client: &Client) -> Vec<String> {
 }
 
 async fn import_test_images(node: &Node) -> images::BuiltImage {
-    let dir = node.data.path().join("images");
+    let dir = node.containerd.data_dir().join("images");
     std::fs::create_dir_all(&dir).expect("images dir");
     let oci = images::write_oci_archive(&dir.join("busybox-oci.tar"), "busybox:oci", false);
     let docker =
@@ -382,7 +276,7 @@ async fn containers_run_log_exit_and_leave_nothing_behind() {
     let script = "echo hello; echo oops >&2; cat /sys/class/net/lo/flags; \
                   cat /var/www/index.html; hostname; exit 3";
     node.run_sh("echo", script, &netns).await;
-    let exit = tokio::time::timeout(Duration::from_secs(30), node.runtime.wait("echo"))
+    let exit = tokio::time::timeout(Duration::from_secs(30), node.runtime().wait("echo"))
         .await
         .expect("echo container did not exit in 30s")
         .expect("wait");
@@ -400,7 +294,7 @@ async fn containers_run_log_exit_and_leave_nothing_behind() {
     )
     .await;
     let task = node
-        .runtime
+        .runtime()
         .task("echo")
         .await
         .expect("task")
@@ -416,11 +310,11 @@ async fn containers_run_log_exit_and_leave_nothing_behind() {
     )
     .await;
     log_contains(&node.log_path("trapper"), &["stdout F ready"]).await;
-    node.runtime
+    node.runtime()
         .kill("trapper", libc::SIGTERM as u32, false)
         .await
         .expect("kill");
-    let exit = tokio::time::timeout(Duration::from_secs(20), node.runtime.wait("trapper"))
+    let exit = tokio::time::timeout(Duration::from_secs(20), node.runtime().wait("trapper"))
         .await
         .expect("trapper did not exit after SIGTERM")
         .expect("wait");
@@ -431,7 +325,7 @@ async fn containers_run_log_exit_and_leave_nothing_behind() {
     // with a grace period kills it with SIGKILL when the grace runs out.
     node.run_sh("sleeper", "exec sleep 1000", &netns).await;
     let task = node
-        .runtime
+        .runtime()
         .task("sleeper")
         .await
         .expect("task")
@@ -439,7 +333,7 @@ async fn containers_run_log_exit_and_leave_nothing_behind() {
     assert_eq!(task.status, TaskStatus::Running);
     let started = Instant::now();
     let exit = node
-        .runtime
+        .runtime()
         .stop("sleeper", libc::SIGTERM as u32, Duration::from_secs(2))
         .await
         .expect("stop")
@@ -447,7 +341,7 @@ async fn containers_run_log_exit_and_leave_nothing_behind() {
     assert_eq!(exit.code, 128 + libc::SIGKILL as u32);
     assert!(started.elapsed() >= Duration::from_secs(2));
 
-    let listed = node.runtime.list().await.expect("list");
+    let listed = node.runtime().list().await.expect("list");
     let ids: Vec<&str> = listed.iter().map(|c| c.id.as_str()).collect();
     assert_eq!(ids, vec!["echo", "sleeper", "trapper"]);
     assert!(listed
@@ -463,12 +357,15 @@ async fn containers_run_log_exit_and_leave_nothing_behind() {
         .all(|c| c.image == "docker.io/library/busybox:oci"));
 
     for id in ["echo", "trapper", "sleeper"] {
-        node.runtime.remove(id).await.expect("remove");
-        node.runtime.remove(id).await.expect("remove again is fine");
+        node.runtime().remove(id).await.expect("remove");
+        node.runtime()
+            .remove(id)
+            .await
+            .expect("remove again is fine");
     }
     netns::remove(&netns).expect("remove netns");
 
-    assert!(node.runtime.list().await.expect("list").is_empty());
+    assert!(node.runtime().list().await.expect("list").is_empty());
     let tasks = client
         .tasks()
         .list(client.request(ListTasksRequest {
@@ -523,9 +420,7 @@ async fn containers_run_log_exit_and_leave_nothing_behind() {
         "content collected"
     );
 
-    if let Some(s) = node.supervisor.take() {
-        s.shutdown().await;
-    }
+    node.containerd.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -543,13 +438,13 @@ async fn running_containers_survive_containerd_restarts() {
     log_contains(&node.log_path("survivor"), &["stdout F tick 1"]).await;
 
     // containerd crashes: the supervisor restarts it and the container runs on.
-    let first = node.supervisor().state();
+    let first = node.containerd.supervisor().state();
     let old_pid = first.pid.expect("containerd pid");
     // SAFETY: kill(2) on the containerd child this test started.
     unsafe {
         libc::kill(old_pid as libc::pid_t, libc::SIGKILL);
     }
-    let sup = node.supervisor();
+    let sup = node.containerd.supervisor();
     eventually("containerd restarted", Duration::from_secs(30), || async {
         let s = sup.state();
         match s.pid {
@@ -563,8 +458,8 @@ async fn running_containers_survive_containerd_restarts() {
         .expect("restarted containerd answers");
 
     // Another client through `--container-runtime-endpoint` sees the same.
-    let socket = node.supervisor().config().socket.clone();
-    let mut config = SupervisorConfig::new(node.data.path());
+    let socket = node.containerd.supervisor().config().socket.clone();
+    let mut config = SupervisorConfig::new(node.containerd.data_dir());
     config.ready_timeout = Duration::from_secs(10);
     let external = Containerd::start(config, Some(&format!("unix://{}", socket.display())))
         .await
@@ -580,8 +475,8 @@ async fn running_containers_survive_containerd_restarts() {
     external.shutdown().await;
 
     // The agent restarts: supervisor stopped (SIGTERM) and started again.
-    node.restart_supervisor().await;
-    let listed = node.runtime.list().await.expect("list after restart");
+    node.containerd.restart().await;
+    let listed = node.runtime().list().await.expect("list after restart");
     let survivor = listed
         .iter()
         .find(|c| c.id == "survivor")
@@ -589,7 +484,7 @@ async fn running_containers_survive_containerd_restarts() {
     let task = survivor.task.as_ref().unwrap_or_else(|| {
         panic!(
             "task not adopted; containerd log:\n{}",
-            node.containerd_log()
+            node.containerd.containerd_log()
         )
     });
     assert_eq!(task.status, TaskStatus::Running);
@@ -619,10 +514,8 @@ async fn running_containers_survive_containerd_restarts() {
     })
     .await;
 
-    node.runtime.remove("survivor").await.expect("remove");
+    node.runtime().remove("survivor").await.expect("remove");
     netns::remove(&netns).expect("remove netns");
-    assert!(node.runtime.list().await.expect("list").is_empty());
-    if let Some(s) = node.supervisor.take() {
-        s.shutdown().await;
-    }
+    assert!(node.runtime().list().await.expect("list").is_empty());
+    node.containerd.stop().await;
 }

@@ -13,22 +13,83 @@ mod images;
 mod pods;
 
 use common::{eventually, Server};
-use pods::{cluster, jsonpath, pod_yaml, wait_for};
+use pods::{apply_pod, cluster, jsonpath, wait_for};
 use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 fn httpd(s: &Server) {
-    s.kubectl_stdin(
-        &["apply", "-f", "-"],
-        &pod_yaml(
-            "web",
-            "Always",
-            "echo starting; exec httpd -f -v -p 8080 -h /var/www",
-        ),
-    )
-    .ok();
+    apply_pod(
+        &s,
+        "web",
+        "Always",
+        "echo starting; exec httpd -f -v -p 8080 -h /var/www",
+    );
     wait_for(s, 60, "pod/web", "{.status.phase}", "Running");
+}
+
+/// A detached tmux session running `command` in a terminal of a fixed size: what a
+/// user at a terminal sees and types. The session is killed on drop.
+struct Tmux {
+    session: String,
+}
+
+impl Tmux {
+    fn start(name: &str, width: u16, height: u16, command: &str) -> Tmux {
+        assert!(
+            Command::new("tmux")
+                .arg("-V")
+                .output()
+                .is_ok_and(|o| o.status.success()),
+            "tmux is missing: `apt-get install tmux`"
+        );
+        let t = Tmux {
+            session: format!("k3rs-{name}-{}", std::process::id()),
+        };
+        let (width, height) = (width.to_string(), height.to_string());
+        let started = t.run(&[
+            "new-session",
+            "-d",
+            "-s",
+            &t.session,
+            "-x",
+            &width,
+            "-y",
+            &height,
+            command,
+        ]);
+        assert!(
+            started.status.success(),
+            "{}",
+            String::from_utf8_lossy(&started.stderr)
+        );
+        t
+    }
+
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        Command::new("tmux").args(args).output().expect("tmux")
+    }
+
+    /// The visible screen.
+    fn screen(&self) -> String {
+        String::from_utf8_lossy(
+            &self
+                .run(&["capture-pane", "-p", "-t", &self.session])
+                .stdout,
+        )
+        .into_owned()
+    }
+
+    /// Types `line` and Enter.
+    fn type_line(&self, line: &str) {
+        self.run(&["send-keys", "-t", &self.session, line, "Enter"]);
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.run(&["kill-session", "-t", &self.session]);
+    }
 }
 
 #[test]
@@ -78,7 +139,12 @@ fn exec_fetches_the_page_and_reports_exit_codes() {
 #[test]
 fn logs_follow_and_previous() {
     let s = cluster();
-    s.kubectl_stdin(&["apply", "-f", "-"], &pod_yaml("ticker", "Always", "i=0; while [ $i -lt 3 ]; do i=$((i+1)); echo tick $i; sleep 1; done; echo done; exit 1")).ok();
+    apply_pod(
+        &s,
+        "ticker",
+        "Always",
+        "i=0; while [ $i -lt 3 ]; do i=$((i+1)); echo tick $i; sleep 1; done; echo done; exit 1",
+    );
     wait_for(&s, 60, "pod/ticker", "{.status.phase}", "Running");
     // -f streams lines as they are written.
     let out = tempfile::NamedTempFile::new().expect("tmp");
@@ -152,117 +218,51 @@ fn port_forward_reaches_the_httpd() {
 fn exec_with_a_terminal_under_tmux() {
     let s = cluster();
     httpd(&s);
-    assert!(
-        Command::new("tmux")
-            .arg("-V")
-            .output()
-            .is_ok_and(|o| o.status.success()),
-        "tmux is missing: `apt-get install tmux`"
-    );
-    let session = format!("k3rs-exec-{}", std::process::id());
     let kubectl = format!(
         "kubectl --kubeconfig {} exec -it web -- sh",
         s.kubeconfig().display()
     );
-    let tmux = |args: &[&str]| Command::new("tmux").args(args).output().expect("tmux");
-    let started = tmux(&[
-        "new-session",
-        "-d",
-        "-s",
-        &session,
-        "-x",
-        "120",
-        "-y",
-        "30",
-        &kubectl,
-    ]);
+    let tmux = Tmux::start("exec", 120, 30, &kubectl);
     assert!(
-        started.status.success(),
-        "{}",
-        String::from_utf8_lossy(&started.stderr)
-    );
-    let screen = || {
-        String::from_utf8_lossy(&tmux(&["capture-pane", "-p", "-t", &session]).stdout).into_owned()
-    };
-    assert!(
-        eventually(30, || screen().contains('#')),
+        eventually(30, || tmux.screen().contains('#')),
         "no shell prompt: {}",
-        screen()
+        tmux.screen()
     );
-    tmux(&[
-        "send-keys",
-        "-t",
-        &session,
-        "stty size; tty; echo in-$((40+2))",
-        "Enter",
-    ]);
+    tmux.type_line("stty size; tty; echo in-$((40+2))");
     let ok = eventually(20, || {
-        let sc = screen();
+        let sc = tmux.screen();
         sc.contains("in-42") && sc.contains("30 120") && sc.contains("/dev/pts/")
     });
-    let seen = screen();
-    tmux(&["send-keys", "-t", &session, "exit", "Enter"]);
-    let _ = tmux(&["kill-session", "-t", &session]);
+    let seen = tmux.screen();
+    tmux.type_line("exit");
+    drop(tmux);
     assert!(ok, "terminal session did not work:\n{seen}");
 }
 
 #[test]
 fn kubectl_run_it_attaches_to_the_container_terminal() {
     let s = cluster();
-    assert!(
-        Command::new("tmux")
-            .arg("-V")
-            .output()
-            .is_ok_and(|o| o.status.success()),
-        "tmux is missing: `apt-get install tmux`"
-    );
-    let session = format!("k3rs-run-{}", std::process::id());
     let kubectl = format!(
         "kubectl --kubeconfig {} run shell -it --restart=Never --image={} --overrides='{{\"spec\":{{\"nodeName\":\"test-node\"}}}}' -- sh",
         s.kubeconfig().display(),
         pods::IMAGE
     );
-    let tmux = |args: &[&str]| Command::new("tmux").args(args).output().expect("tmux");
-    let started = tmux(&[
-        "new-session",
-        "-d",
-        "-s",
-        &session,
-        "-x",
-        "100",
-        "-y",
-        "30",
-        &kubectl,
-    ]);
-    assert!(
-        started.status.success(),
-        "{}",
-        String::from_utf8_lossy(&started.stderr)
-    );
-    let screen = || {
-        String::from_utf8_lossy(&tmux(&["capture-pane", "-p", "-t", &session]).stdout).into_owned()
-    };
+    let tmux = Tmux::start("run", 100, 30, &kubectl);
     let running = eventually(60, || {
         jsonpath(&s, "pod/shell", "{.status.phase}") == "Running"
     });
-    assert!(running, "pod never ran: {}", screen());
+    assert!(running, "pod never ran: {}", tmux.screen());
     // kubectl says "If you don't see a command prompt, try pressing enter."
     std::thread::sleep(Duration::from_secs(2));
-    tmux(&["send-keys", "-t", &session, "", "Enter"]);
-    tmux(&[
-        "send-keys",
-        "-t",
-        &session,
-        "echo attached-$((40+2))",
-        "Enter",
-    ]);
-    let ok = eventually(20, || screen().contains("attached-42"));
-    let seen = screen();
-    tmux(&["send-keys", "-t", &session, "exit", "Enter"]);
+    tmux.type_line("");
+    tmux.type_line("echo attached-$((40+2))");
+    let ok = eventually(20, || tmux.screen().contains("attached-42"));
+    let seen = tmux.screen();
+    tmux.type_line("exit");
     let exited = eventually(30, || {
         jsonpath(&s, "pod/shell", "{.status.phase}") == "Succeeded"
     });
-    let _ = tmux(&["kill-session", "-t", &session]);
+    drop(tmux);
     assert!(
         ok,
         "attach did not reach the shell:\n{seen}\nlog:\n{}",

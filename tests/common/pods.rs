@@ -21,6 +21,12 @@ pub fn pod_yaml(name: &str, policy: &str, command: &str) -> String {
     )
 }
 
+/// `kubectl apply` of [`pod_yaml`]; fails loudly when kubectl does.
+pub fn apply_pod(s: &Server, name: &str, policy: &str, command: &str) {
+    s.kubectl_stdin(&["apply", "-f", "-"], &pod_yaml(name, policy, command))
+        .ok();
+}
+
 pub fn jsonpath(s: &Server, kind_name: &str, path: &str) -> String {
     let r = s.kubectl(&["get", kind_name, "-o", &format!("jsonpath={path}")]);
     r.stdout.trim().to_string()
@@ -35,4 +41,22 @@ pub fn wait_for(s: &Server, secs: u64, kind_name: &str, path: &str, want: &str) 
         s.kubectl(&["get", kind_name, "-o", "yaml"]).stdout,
         s.log()
     );
+}
+
+/// Runs Debian's `ctr` against the server's containerd in the `k8s.io` namespace (where
+/// the agent keeps pod containers) and returns its output; fails loudly when ctr does.
+pub fn ctr(s: &Server, args: &[&str]) -> String {
+    let out = std::process::Command::new("ctr")
+        .arg("--address")
+        .arg(s.run_dir().join("containerd/containerd.sock"))
+        .args(["-n", "k8s.io"])
+        .args(args)
+        .output()
+        .expect("ctr (from Debian's containerd package)");
+    assert!(
+        out.status.success(),
+        "ctr {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
