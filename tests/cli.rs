@@ -182,3 +182,52 @@ fn new_tls_san_reissues_only_the_serving_certificate() {
     // The kubeconfig written before still works (same CA, same admin certificate).
     s.kubectl(&["get", "ns", "default"]).ok();
 }
+
+#[test]
+fn agent_without_root_is_a_clear_error() {
+    // Run the server as `nobody` (setpriv from util-linux): the control plane could
+    // start, the agent cannot, and says what to do.
+    assert!(
+        unsafe { libc::geteuid() } == 0,
+        "this test drops privileges and needs root; CI (.ci/run) runs it as root"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let cfg = dir.path().join("config.yaml");
+    std::fs::write(&cfg, "").unwrap();
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_k3rs"))
+        .args([
+            "server",
+            "--bind-address",
+            "127.0.0.1",
+            "--https-listen-port",
+        ])
+        .arg(common::free_port().to_string())
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("--write-kubeconfig")
+        .arg(dir.path().join("kc.yaml"))
+        .env("K3RS_CONFIG_FILE", &cfg)
+        .env("HOME", dir.path())
+        .output()
+        .expect("setpriv (util-linux)");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    let last = err.trim().lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("k3rs: error: agent: the node agent needs root")
+            && last.contains("--disable-agent"),
+        "{err}"
+    );
+}

@@ -319,7 +319,7 @@ pub fn render(view: &PodView) -> Value {
         condition(
             view,
             "PodReadyToStartContainers",
-            view.sandbox_ready && !terminal || (terminal && view.sandbox_ready),
+            view.sandbox_ready,
             None,
             None,
         ),
