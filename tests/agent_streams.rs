@@ -20,7 +20,7 @@ use std::time::Duration;
 
 fn httpd(s: &Server) {
     apply_pod(
-        &s,
+        s,
         "web",
         "Always",
         "echo starting; exec httpd -f -v -p 8080 -h /var/www",

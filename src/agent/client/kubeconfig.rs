@@ -189,8 +189,7 @@ mod tests {
         assert_eq!(k.cert_pem, b"CERT");
         assert_eq!(k.key_pem, b"KEY");
         let err = parse(&text.replace("https://", "http://"), Path::new("/"))
-            .err()
-            .expect("http refused");
+            .expect_err("http refused");
         assert!(err.contains("not an https:// URL"), "{err}");
     }
 }

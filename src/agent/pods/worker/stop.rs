@@ -84,8 +84,6 @@ impl Worker {
     }
 
     /// Removes containers, volumes, the namespace, logs and cgroups of the pod.
-
-    /// Removes containers, volumes, the namespace, logs and cgroups of the pod.
     pub(super) async fn cleanup(&mut self) {
         let mut ids: Vec<String> = self.slots.iter().filter_map(|s| s.id.clone()).collect();
         match self.ctx.runtime.list().await {
