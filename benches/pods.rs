@@ -1,8 +1,9 @@
 //! Pod start benchmark: a real `k3rs server --disable-agent` plus a standalone
 //! `k3rs agent` (bench profile) with its own containerd, a busybox image imported from a
 //! tarball. Creates pods bound to the agent's node and measures create → Running as the
-//! API reports it (the creating client's clock, from the POST's answer to the watch
-//! event), then the agent's RSS idle and with the pods running. Prints figures; fails
+//! API reports it (the creating client's clock, to the watch event): for N pods created
+//! back to back (throughput-bound) and for N pods one at a time (each start's latency),
+//! and the agent's RSS idle and with N pods running. Prints figures; fails
 //! on nothing but errors.
 //!
 //! Needs root, containerd, runc, busybox-static. Run: `cargo bench --bench pods`
@@ -215,7 +216,6 @@ fn main() {
             }
         }
         let all = t_all.elapsed();
-        watcher.abort();
         latencies.sort();
         println!(
             "pod start latency (create -> Running, {n} pods created back to back): p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms; all Running after {:.1} s",
@@ -249,39 +249,47 @@ fn main() {
         .await;
         println!("deleting {n} pods until all are gone: {:.1} s", t_del.elapsed().as_secs_f64());
 
-        // One pod at a time: the latency of a single start on an otherwise idle node.
+        // One pod at a time: the latency of each start on an otherwise idle node (the
+        // previous pod is deleted, with its 1 s grace period, while the next starts).
         let mut single = Vec::new();
-        for i in 0..10 {
-            let name = format!("single-{i}");
+        for i in 0..n {
+            let name = format!("single-{i:03}");
             let pod = json!({
                 "apiVersion": "v1", "kind": "Pod",
                 "metadata": {"name": name},
                 "spec": {"nodeName": "bench-node", "terminationGracePeriodSeconds": 1,
                          "containers": [{"name": "app", "image": IMAGE, "command": ["sleep", "3600"]}]},
             });
-            let path = format!("/api/v1/namespaces/default/pods/{name}");
             let t = Instant::now();
-            api.create::<_, Value>("/api/v1/namespaces/default/pods", &pod).await.expect("create pod");
-            wait_until(60, "single pod Running", || {
-                let api = api.clone();
-                let path = path.clone();
-                async move {
-                    let p: Option<Value> = api.get(&path).await.ok().flatten();
-                    p.is_some_and(|p| p["status"]["phase"] == "Running")
+            api.create::<_, Value>("/api/v1/namespaces/default/pods", &pod)
+                .await
+                .expect("create pod");
+            loop {
+                let (seen, at) = tokio::time::timeout(Duration::from_secs(60), rx.recv())
+                    .await
+                    .expect("pod did not reach Running within 60 s")
+                    .expect("watch ended");
+                if seen == name {
+                    single.push(at.saturating_duration_since(t));
+                    break;
                 }
-            })
-            .await;
-            single.push(t.elapsed());
-            api.delete(&path, &json!({"gracePeriodSeconds": 0})).await.expect("delete");
+            }
+            api.delete(
+                &format!("/api/v1/namespaces/default/pods/{name}"),
+                &json!({"gracePeriodSeconds": 1}),
+            )
+            .await
+            .expect("delete");
         }
         single.sort();
         println!(
-            "single pod start latency (create -> Running, one at a time, 10 pods, polled every 100 ms): p50 {:.0} ms, max {:.0} ms",
+            "pod start latency (create -> Running, {n} pods one at a time): p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
             pct(&single, 0.5),
+            pct(&single, 0.99),
             pct(&single, 1.0)
         );
         // Let the agent remove the last pods' containers before it stops.
-        wait_until(120, "single pods removed", || {
+        wait_until(300, "single pods removed", || {
             let api = api.clone();
             async move {
                 let l: Value = api
@@ -292,7 +300,7 @@ fn main() {
             }
         })
         .await;
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        watcher.abort();
         drop(agent);
     });
 }
