@@ -508,3 +508,39 @@ fn pods_deleted_while_the_agent_was_away_are_cleaned_up() {
         "containers of the deleted pod left"
     );
 }
+
+#[test]
+fn container_over_its_memory_limit_is_oom_killed() {
+    let s = cluster();
+    // `tail` looks for the last line of an endless stream without newlines: it keeps
+    // everything in memory until the cgroup limit stops it.
+    let yaml = pod_yaml("hungry", "Never", "tail /dev/zero").replace(
+        "    command:",
+        "    resources:\n      limits: {memory: 24Mi}\n    command:",
+    );
+    s.kubectl_stdin(&["apply", "-f", "-"], &yaml).ok();
+    wait_for(&s, 60, "pod/hungry", "{.status.phase}", "Failed");
+    let state = "{.status.containerStatuses[0].state.terminated}";
+    assert_eq!(
+        jsonpath(
+            &s,
+            "pod/hungry",
+            "{.status.containerStatuses[0].state.terminated.reason}"
+        ),
+        "OOMKilled",
+        "{}",
+        jsonpath(&s, "pod/hungry", state)
+    );
+    assert_eq!(
+        jsonpath(
+            &s,
+            "pod/hungry",
+            "{.status.containerStatuses[0].state.terminated.exitCode}"
+        ),
+        "137"
+    );
+    assert!(s
+        .kubectl(&["get", "pod", "hungry"])
+        .ok()
+        .contains("OOMKilled"));
+}
