@@ -5,3 +5,4 @@
 pub mod gc;
 pub mod manifests;
 pub mod namespace;
+pub mod node_ipam;
