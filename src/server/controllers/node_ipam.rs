@@ -13,7 +13,6 @@ use crate::server::registry::{ListOptions, Registry, Target, WriteOptions};
 use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::time::Duration;
 use tokio::sync::watch;
 
 /// Prefix length of the IPv6 subnet each node gets (upstream's default for
@@ -287,19 +286,8 @@ pub async fn run(
         if let Err(e) = sync(&registry, &ipam, &mut reported).await {
             tracing::warn!(error = %e, "node IPAM: sync failed; retrying");
         }
-        let mut events = match registry.store().watch(nodes.key_prefix(), rev).await {
-            Ok(w) => Some(w.events),
-            Err(_) => None,
-        };
-        tokio::select! {
-            _ = async {
-                match events.as_mut() {
-                    Some(rx) => { rx.recv().await; }
-                    None => tokio::time::sleep(Duration::from_secs(1)).await,
-                }
-            } => {}
-            _ = tokio::time::sleep(Duration::from_secs(30)) => {}
-            _ = shutdown.changed() => return,
+        if !super::wait_for_change(&registry, nodes.key_prefix(), rev, &mut shutdown).await {
+            return;
         }
     }
 }
