@@ -302,11 +302,10 @@ async fn sync(
         return Ok(());
     };
     let list = registry.list(res, "", &ListOptions::default()).await?;
-    let nodes: Vec<Value> = list
-        .items
-        .iter()
-        .map(|o| o.value())
-        .collect::<Result<_, _>>()?;
+    let mut nodes = Vec::with_capacity(list.items.len());
+    for item in &list.items {
+        nodes.push(item.value()?);
+    }
     let uids: HashSet<&str> = nodes.iter().map(meta::uid).collect();
     reported.retain(|u| uids.contains(u.as_str()));
     for decision in ipam.plan(&nodes) {
