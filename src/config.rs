@@ -37,6 +37,9 @@ pub struct ServerConfig {
     pub cluster_cidr: String,
     /// Service network, e.g. 10.43.0.0/16 (a comma-separated list for dual stack).
     pub service_cidr: String,
+    /// Prefix length of the IPv4 pod subnet each node gets from the cluster CIDR (default
+    /// 24; IPv6 node subnets are always /64).
+    pub node_cidr_mask_size: u8,
     /// Cluster DNS domain (cluster.local), lower-cased.
     pub cluster_domain: String,
     /// The shared secret or full `K10…` token, when given (from `--token`, or read from
@@ -300,6 +303,14 @@ struct ServerArgs {
         value_name = "CIDR"
     )]
     cluster_cidr: String,
+    /// IPv4 prefix length of the pod subnet each node gets from the cluster CIDR (IPv6: 64)
+    #[arg(
+        long,
+        env = "K3RS_NODE_CIDR_MASK_SIZE",
+        default_value = "24",
+        value_name = "BITS"
+    )]
+    node_cidr_mask_size: String,
     /// IPv4/IPv6 network CIDRs to use for service IPs
     #[arg(
         long,
@@ -430,6 +441,7 @@ fn validate(flag: &str, value: &str) -> Result<(), String> {
         "https-listen-port" => parse_port(value).map(drop),
         "tls-san" => parse_san(value).map(drop),
         "cluster-cidr" | "service-cidr" => parse_cidr_list(value).map(drop),
+        "node-cidr-mask-size" => parse_node_mask(value).map(drop),
         "cluster-domain" => parse_dns_name(value).map(drop),
         "node-name" => parse_dns_name(value).map(drop),
         "node-ip" => parse_ip(value).map(drop),
@@ -492,6 +504,12 @@ fn resolve_server(
     }
     let cluster_cidr = check("cluster-cidr", a.cluster_cidr.trim(), parse_cidr_list)?;
     let service_cidr = check("service-cidr", a.service_cidr.trim(), parse_cidr_list)?;
+    let node_cidr_mask_size = check(
+        "node-cidr-mask-size",
+        a.node_cidr_mask_size.trim(),
+        parse_node_mask,
+    )?;
+    check_node_masks(&cluster_cidr, node_cidr_mask_size)?;
     let cluster_domain = check("cluster-domain", a.cluster_domain.trim(), parse_dns_name)?;
 
     let token = match (nonempty(a.token), nonempty(a.token_file)) {
@@ -541,6 +559,7 @@ fn resolve_server(
         tls_san,
         cluster_cidr,
         service_cidr,
+        node_cidr_mask_size,
         cluster_domain,
         token,
         node_name,
@@ -607,6 +626,36 @@ pub fn parse_cidr(s: &str) -> Result<(IpAddr, u8), String> {
         _ => return Err(format!("prefix length \"{prefix}\" must be 0 to {max}")),
     };
     Ok((addr, prefix))
+}
+
+/// `--node-cidr-mask-size`: an IPv4 prefix length from 8 to 30 (a /31 or /32 leaves no
+/// pod addresses).
+fn parse_node_mask(s: &str) -> Result<u8, String> {
+    match s.parse::<u8>() {
+        Ok(m) if (8..=30).contains(&m) => Ok(m),
+        _ => Err("must be an IPv4 prefix length from 8 to 30".into()),
+    }
+}
+
+/// Each node subnet must fit in its cluster CIDR: the IPv4 mask (`--node-cidr-mask-size`) and
+/// the IPv6 mask (/64) may not be shorter than the cluster CIDR's prefix.
+fn check_node_masks(cluster_cidr: &str, mask_v4: u8) -> Result<(), ConfigError> {
+    for c in cluster_cidr.split(',') {
+        let (addr, prefix) = parse_cidr(c).map_err(ConfigError::Other)?;
+        if addr.is_ipv4() && mask_v4 < prefix {
+            return Err(ConfigError::Other(format!(
+                "--node-cidr-mask-size {mask_v4} does not fit in the cluster CIDR {c}: give a \
+                 mask of at least {prefix}, or a larger --cluster-cidr"
+            )));
+        }
+        if addr.is_ipv6() && prefix > 64 {
+            return Err(ConfigError::Other(format!(
+                "the IPv6 cluster CIDR {c} cannot hold the /64 subnet each node gets: give a \
+                 prefix of /64 or shorter in --cluster-cidr"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// A comma-separated list of one or two CIDRs (dual stack), normalised without spaces.

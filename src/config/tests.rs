@@ -484,3 +484,19 @@ fn short_keys_and_booleans_in_file() {
     assert!(!c.debug);
     assert_eq!(c.log_level(), tracing::Level::INFO);
 }
+
+#[test]
+fn node_cidr_mask_size_defaults_to_24_and_must_fit_the_cluster_cidr() {
+    let env = Env::new();
+    assert_eq!(env.server(&[]).unwrap().node_cidr_mask_size, 24);
+    let c = env.server(&["--node-cidr-mask-size", "26"]).unwrap();
+    assert_eq!(c.node_cidr_mask_size, 26);
+    let e = env.server(&["--node-cidr-mask-size", "31"]).unwrap_err();
+    assert!(e.to_string().contains("from 8 to 30"), "{e}");
+    let e = env
+        .server(&["--cluster-cidr", "10.42.0.0/16", "--node-cidr-mask-size", "12"])
+        .unwrap_err();
+    assert!(e.to_string().contains("at least 16"), "{e}");
+    let e = env.server(&["--cluster-cidr", "10.42.0.0/16,fd00::/96"]).unwrap_err();
+    assert!(e.to_string().contains("/64 or shorter"), "{e}");
+}

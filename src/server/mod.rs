@@ -125,6 +125,12 @@ pub async fn run_until(
             shutdown.clone(),
         )),
         tokio::spawn(controllers::gc::run(registry.clone(), shutdown.clone())),
+        tokio::spawn(controllers::node_ipam::run(
+            registry.clone(),
+            cfg.cluster_cidr.clone(),
+            cfg.node_cidr_mask_size,
+            shutdown.clone(),
+        )),
         tokio::spawn(controllers::manifests::run(
             registry.clone(),
             server_dir.join("manifests"),

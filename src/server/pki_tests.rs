@@ -289,6 +289,7 @@ fn sans_for_server_config() {
         tls_san: vec!["k3rs.example".into(), "10.9.9.9".into()],
         cluster_cidr: "10.42.0.0/16".into(),
         service_cidr: "10.43.0.0/16".into(),
+        node_cidr_mask_size: 24,
         cluster_domain: "cluster.local".into(),
         token: None,
         node_name: "pi-1".into(),

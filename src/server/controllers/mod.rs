@@ -5,3 +5,26 @@
 pub mod gc;
 pub mod manifests;
 pub mod namespace;
+pub mod node_ipam;
+
+/// Waits until something under `prefix` changes after `rev`, 30 s pass (a resync), or
+/// `shutdown` flips. Returns false on shutdown.
+pub async fn wait_for_change(
+    registry: &crate::server::registry::Registry,
+    prefix: String,
+    rev: crate::server::store::Revision,
+    shutdown: &mut tokio::sync::watch::Receiver<bool>,
+) -> bool {
+    use std::time::Duration;
+    let mut events = registry.store().watch(prefix, rev).await.ok().map(|w| w.events);
+    tokio::select! {
+        _ = async {
+            match events.as_mut() {
+                Some(rx) => { rx.recv().await; }
+                None => tokio::time::sleep(Duration::from_secs(1)).await,
+            }
+        } => true,
+        _ = tokio::time::sleep(Duration::from_secs(30)) => true,
+        _ = shutdown.changed() => false,
+    }
+}
