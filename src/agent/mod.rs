@@ -85,8 +85,12 @@ pub async fn run(opts: AgentOptions, shutdown: watch::Receiver<bool>) -> anyhow:
             .then_some(runc_root.as_path()),
     );
 
-    let registries = images::Registries::load(&s.private_registry)
-        .with_context(|| format!("private registry configuration {}", s.private_registry.display()))?;
+    let registries = images::Registries::load(&s.private_registry).with_context(|| {
+        format!(
+            "private registry configuration {}",
+            s.private_registry.display()
+        )
+    })?;
     // Tarballs in <data-dir>/agent/images: imported before any pod starts, then
     // whenever one appears.
     for (path, result) in images::import_dir(&ctrd_client, &images_dir).await {
@@ -155,7 +159,13 @@ pub async fn run(opts: AgentOptions, shutdown: watch::Receiver<bool>) -> anyhow:
         registries,
     });
     let pods_task = tokio::spawn(pods::run(ctx, shutdown.clone()));
-    let kubelet_task = start_kubelet(&agent_dir, s.kubelet_port, runtime.clone(), shutdown.clone()).await?;
+    let kubelet_task = start_kubelet(
+        &agent_dir,
+        s.kubelet_port,
+        runtime.clone(),
+        shutdown.clone(),
+    )
+    .await?;
     tracing::info!(node = %opts.node_name, ip = %node_ip, "agent is running");
 
     let mut shutdown = shutdown;

@@ -494,9 +494,16 @@ fn node_cidr_mask_size_defaults_to_24_and_must_fit_the_cluster_cidr() {
     let e = env.server(&["--node-cidr-mask-size", "31"]).unwrap_err();
     assert!(e.to_string().contains("from 8 to 30"), "{e}");
     let e = env
-        .server(&["--cluster-cidr", "10.42.0.0/16", "--node-cidr-mask-size", "12"])
+        .server(&[
+            "--cluster-cidr",
+            "10.42.0.0/16",
+            "--node-cidr-mask-size",
+            "12",
+        ])
         .unwrap_err();
     assert!(e.to_string().contains("at least 16"), "{e}");
-    let e = env.server(&["--cluster-cidr", "10.42.0.0/16,fd00::/96"]).unwrap_err();
+    let e = env
+        .server(&["--cluster-cidr", "10.42.0.0/16,fd00::/96"])
+        .unwrap_err();
     assert!(e.to_string().contains("/64 or shorter"), "{e}");
 }

@@ -188,8 +188,8 @@ mod tests {
         assert_eq!(k.ca_pem, b"CA");
         assert_eq!(k.cert_pem, b"CERT");
         assert_eq!(k.key_pem, b"KEY");
-        let err = parse(&text.replace("https://", "http://"), Path::new("/"))
-            .expect_err("http refused");
+        let err =
+            parse(&text.replace("https://", "http://"), Path::new("/")).expect_err("http refused");
         assert!(err.contains("not an https:// URL"), "{err}");
     }
 }

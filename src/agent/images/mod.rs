@@ -31,13 +31,13 @@ use containerd_client::services::v1::{
 use containerd_client::types::Descriptor as PbDescriptor;
 
 use crate::agent::containerd::{Client, Error as CtrdError, Lease};
-use oci::{Descriptor, Index, Manifest, Platform};
 pub use credentials::{credentials_from_secrets, RegistryCredential};
+use oci::{Descriptor, Index, Manifest, Platform};
 pub use pull::{image_present, pull, PullError, PullOptions};
 pub use reference::{normalize, ReferenceError};
 pub use registries::{Registries, RegistriesError};
-pub use watch::watch_import_dir;
 use resolve::{resolve, Blobs, Resolved};
+pub use watch::watch_import_dir;
 
 /// Manifests and configs larger than this are refused (containerd's own limit).
 const JSON_LIMIT: usize = 4 << 20;

@@ -264,20 +264,22 @@ impl Runtime {
             .mounts;
         let uri = log.uri(&self.logger_binary);
         c.tasks()
-            .create(c.request(CreateTaskRequest {
-                container_id: id.to_string(),
-                rootfs,
-                stdin: opts
-                    .stdin_fifo
-                    .as_ref()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default(),
-                stdout: uri.clone(),
-                stderr: uri,
-                terminal: opts.terminal,
-                options: self.runc_options(),
-                ..Default::default()
-            }))
+            .create(
+                c.request(CreateTaskRequest {
+                    container_id: id.to_string(),
+                    rootfs,
+                    stdin: opts
+                        .stdin_fifo
+                        .as_ref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default(),
+                    stdout: uri.clone(),
+                    stderr: uri,
+                    terminal: opts.terminal,
+                    options: self.runc_options(),
+                    ..Default::default()
+                }),
+            )
             .await
             .map_err(|s| not_found_or(id, s, "create task"))?;
         match c

@@ -16,7 +16,12 @@ pub async fn wait_for_change(
     shutdown: &mut tokio::sync::watch::Receiver<bool>,
 ) -> bool {
     use std::time::Duration;
-    let mut events = registry.store().watch(prefix, rev).await.ok().map(|w| w.events);
+    let mut events = registry
+        .store()
+        .watch(prefix, rev)
+        .await
+        .ok()
+        .map(|w| w.events);
     tokio::select! {
         _ = async {
             match events.as_mut() {
