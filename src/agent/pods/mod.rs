@@ -47,11 +47,7 @@ pub struct PodContext {
 impl PodContext {
     /// Node facts for a pod's volumes and spec.
     pub fn node_facts(&self, pod: &Pod) -> NodeFacts {
-        let host_net = pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.host_network)
-            .unwrap_or(false);
+        let host_net = volumes::host_network(pod);
         NodeFacts {
             node_name: self.node_name.clone(),
             host_ip: Some(self.node_ip.clone()),

@@ -141,7 +141,8 @@ pub struct PodView<'a> {
     pub now: &'a str,
 }
 
-fn restart_policy(pod: &Pod) -> &str {
+/// The pod's restartPolicy with upstream's default (Always).
+pub fn restart_policy(pod: &Pod) -> &str {
     pod.spec
         .as_ref()
         .and_then(|s| s.restart_policy.as_deref())

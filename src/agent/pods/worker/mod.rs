@@ -23,8 +23,8 @@ use super::backoff::{self, Backoff};
 use super::hooks;
 use super::image;
 use super::spec::{self, SpecContext};
-use super::status::{self, ContainerStatus, PodView, State, Terminated};
-use super::volumes::{self, Objects, PodVolumes};
+use super::status::{self, restart_policy, ContainerStatus, PodView, State, Terminated};
+use super::volumes::{self, host_network, Objects, PodVolumes};
 use super::PodContext;
 use crate::agent::layout;
 use crate::agent::logger::LoggerConfig;
@@ -98,13 +98,6 @@ fn meta(pod: &Pod) -> (String, String, String) {
         m.namespace.clone().unwrap_or_else(|| "default".into()),
         m.name.clone().unwrap_or_default(),
     )
-}
-
-fn host_network(pod: &Pod) -> bool {
-    pod.spec
-        .as_ref()
-        .and_then(|s| s.host_network)
-        .unwrap_or(false)
 }
 
 fn now() -> String {
@@ -466,11 +459,4 @@ fn wants_sync(old: &Pod, new: &Pod) -> bool {
         || o.deletion_grace_period_seconds != n.deletion_grace_period_seconds
         || o.labels != n.labels
         || o.annotations != n.annotations
-}
-
-fn restart_policy(pod: &Pod) -> &str {
-    pod.spec
-        .as_ref()
-        .and_then(|s| s.restart_policy.as_deref())
-        .unwrap_or("Always")
 }
