@@ -34,7 +34,8 @@ pub fn pull_policy(container: &Container) -> &str {
     }
 }
 
-/// Makes the image present (pulling when the policy says so) and returns its config.
+/// Makes the image present and unpacked (pulling when the policy says so) and returns
+/// its config.
 /// `pulled` reports whether a pull happened (for the Pulled event's wording).
 pub async fn ensure(
     ctx: &PodContext,
@@ -49,7 +50,9 @@ pub async fn ensure(
         });
     }
     let policy = pull_policy(container);
-    let present = images::image_config(ctx.runtime.client(), image).await;
+    // The config of an image that is here, unpacked for use (what creating the
+    // container needs next, so it is resolved once).
+    let present = images::ensure_unpacked(ctx.runtime.client(), image).await;
     match (&present, policy) {
         (Ok(config), "IfNotPresent" | "Never") => return Ok((config.clone(), false)),
         (Err(images::Error::NotFound(_)), "Never") => {
@@ -69,7 +72,7 @@ pub async fn ensure(
         _ => {}
     }
     match ctx.pull(pod, image).await {
-        Ok(()) => images::image_config(ctx.runtime.client(), image)
+        Ok(()) => images::ensure_unpacked(ctx.runtime.client(), image)
             .await
             .map(|c| (c, true))
             .map_err(|e| ImageFailure {

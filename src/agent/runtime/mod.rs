@@ -178,8 +178,18 @@ impl Runtime {
     /// Creates the container: unpacks the image if needed, prepares its rootfs
     /// snapshot (key = container id) and records the container with its OCI spec.
     pub async fn create(&self, new: &NewContainer) -> Result<(), Error> {
+        let image = images::ensure_unpacked(&self.client, &new.image).await?;
+        self.create_from(new, &image).await
+    }
+
+    /// [`Runtime::create`] for a caller that already holds the unpacked image's config
+    /// (from [`images::ensure_unpacked`]), so the image is not resolved twice.
+    pub async fn create_from(
+        &self,
+        new: &NewContainer,
+        image: &images::ImageConfig,
+    ) -> Result<(), Error> {
         let c = &self.client;
-        let image = images::ensure_unpacked(c, &new.image).await?;
         let spec = serde_json::to_vec(&new.spec.to_oci()).map_err(|e| Error::Invalid {
             id: new.id.clone(),
             message: format!("cannot encode spec: {e}"),

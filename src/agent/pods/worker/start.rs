@@ -3,6 +3,7 @@
 //! layout labels, and the postStart hook.
 
 use super::*;
+use crate::agent::runtime::Error as RuntimeError;
 
 impl Worker {
     /// Creates and starts the next attempt of slot `i`.
@@ -155,8 +156,6 @@ impl Worker {
             stdin_fifo,
             terminal: tty,
         };
-        // A leftover of this attempt (agent crashed between create and start) goes first.
-        let _ = ctx.runtime.remove(&id).await;
         let new = NewContainer {
             id: id.clone(),
             image: image.name.clone(),
@@ -164,7 +163,15 @@ impl Worker {
             labels,
         };
         let result = async {
-            ctx.runtime.create(&new).await?;
+            match ctx.runtime.create_from(&new, &image).await {
+                // A leftover of this attempt (the agent stopped between create and
+                // start): replace it.
+                Err(RuntimeError::Containerd(e)) if e.is_already_exists() => {
+                    ctx.runtime.remove(&id).await?;
+                    ctx.runtime.create_from(&new, &image).await?;
+                }
+                other => other?,
+            }
             ctx.runtime
                 .start_with(&id, &LoggerConfig::new(&log_path), &start)
                 .await
