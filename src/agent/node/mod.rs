@@ -5,6 +5,7 @@
 
 pub mod host;
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -183,8 +184,28 @@ fn kib(bytes: u64) -> String {
     format!("{}Ki", bytes / 1024)
 }
 
-fn status_body(cfg: &NodeConfig, conds: &[Condition], since: &[(String, String)]) -> Value {
-    let now = crate::api::meta::now_rfc3339();
+/// When each condition last changed: type → (status, lastTransitionTime).
+type Transitions = HashMap<String, (String, String)>;
+
+/// Records `conds` at `now`, keeping the transition time of a condition whose status
+/// did not change.
+fn update_transitions(transitions: &mut Transitions, conds: &[Condition], now: &str) {
+    for c in conds {
+        let entry = transitions
+            .entry(c.kind.to_string())
+            .or_insert_with(|| (c.status.to_string(), now.to_string()));
+        if entry.0 != c.status {
+            *entry = (c.status.to_string(), now.to_string());
+        }
+    }
+}
+
+fn status_body(
+    cfg: &NodeConfig,
+    conds: &[Condition],
+    transitions: &Transitions,
+    now: &str,
+) -> Value {
     let (mem_total, _) = host::memory();
     let (disk_total, _) = host::filesystem(&cfg.data_dir);
     let resources = json!({
@@ -198,24 +219,18 @@ fn status_body(cfg: &NodeConfig, conds: &[Condition], since: &[(String, String)]
     let conditions: Vec<Value> = conds
         .iter()
         .map(|c| {
-            let transition = since
-                .iter()
-                .find(|(k, s)| k == c.kind && s == c.status)
-                .map(|_| Value::Null)
-                .unwrap_or_else(|| now.clone().into());
-            let mut v = json!({
+            let since = transitions
+                .get(c.kind)
+                .map(|(_, t)| t.as_str())
+                .unwrap_or(now);
+            json!({
                 "type": c.kind,
                 "status": c.status,
                 "reason": c.reason,
                 "message": c.message,
                 "lastHeartbeatTime": now,
-            });
-            v["lastTransitionTime"] = if transition.is_null() {
-                Value::Null
-            } else {
-                transition
-            };
-            v
+                "lastTransitionTime": since,
+            })
         })
         .collect();
     let version = crate::version::git_version();
@@ -255,9 +270,26 @@ pub async fn run<F, Fut>(
     Fut: std::future::Future<Output = bool>,
 {
     let mut last: Option<(Vec<Condition>, Instant)> = None;
-    // (type, status) pairs whose lastTransitionTime is already on the server.
-    let mut posted: Vec<(String, String)> = Vec::new();
+    // Seeded from the node as it is on the server, so a restart keeps transition times.
+    let mut transitions = Transitions::new();
     let mut node_uid: Option<String> = None;
+    if let Ok(Some(node)) = client.get::<Value>(&node_path(&cfg.name)).await {
+        node_uid = node["metadata"]["uid"].as_str().map(str::to_string);
+        for c in node["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            if let (Some(kind), Some(status), Some(since)) = (
+                c["type"].as_str(),
+                c["status"].as_str(),
+                c["lastTransitionTime"].as_str(),
+            ) {
+                transitions.insert(kind.to_string(), (status.to_string(), since.to_string()));
+            }
+        }
+    }
+    let mut lease: Option<Value> = None;
     loop {
         let ok = runtime_ok().await;
         let conds = conditions(ok, &cfg);
@@ -266,40 +298,19 @@ pub async fn run<F, Fut>(
             Some((prev, at)) => *prev != conds || at.elapsed() >= STATUS_REPORT,
         };
         if due {
-            let mut status = status_body(&cfg, &conds, &posted);
-            // A null lastTransitionTime means "unchanged": keep the server's value.
-            if let Some(list) = status["conditions"].as_array_mut() {
-                if let Ok(Some(node)) = client.get::<Value>(&node_path(&cfg.name)).await {
-                    node_uid = node["metadata"]["uid"].as_str().map(str::to_string);
-                    for c in list.iter_mut() {
-                        if c["lastTransitionTime"].is_null() {
-                            let old = node["status"]["conditions"]
-                                .as_array()
-                                .and_then(|o| o.iter().find(|o| o["type"] == c["type"]))
-                                .map(|o| o["lastTransitionTime"].clone())
-                                .unwrap_or(Value::Null);
-                            c["lastTransitionTime"] = if old.is_null() {
-                                crate::api::meta::now_rfc3339().into()
-                            } else {
-                                old
-                            };
-                        }
-                    }
-                }
-            }
+            let now = crate::api::meta::now_rfc3339();
+            update_transitions(&mut transitions, &conds, &now);
+            let status = status_body(&cfg, &conds, &transitions, &now);
             let path = format!("{}/status", node_path(&cfg.name));
             match client
                 .patch::<Value>(&path, PatchType::Merge, &json!({ "status": status }))
                 .await
             {
-                Ok(_) => {
+                Ok(node) => {
                     if last.as_ref().map(|(p, _)| p != &conds).unwrap_or(true) {
                         tracing::info!(node = %cfg.name, ready = ok, "node status posted");
                     }
-                    posted = conds
-                        .iter()
-                        .map(|c| (c.kind.to_string(), c.status.to_string()))
-                        .collect();
+                    node_uid = node["metadata"]["uid"].as_str().map(str::to_string);
                     last = Some((conds, Instant::now()));
                 }
                 Err(e) if e.is_not_found() => {
@@ -311,8 +322,9 @@ pub async fn run<F, Fut>(
                 Err(e) => tracing::warn!(error = %e, "cannot post node status"),
             }
         }
-        if let Err(e) = renew_lease(&client, &cfg.name, node_uid.as_deref()).await {
-            tracing::warn!(error = %e, "cannot renew node lease");
+        match renew_lease(&client, &cfg.name, node_uid.as_deref(), lease.take()).await {
+            Ok(renewed) => lease = Some(renewed),
+            Err(e) => tracing::warn!(error = %e, "cannot renew node lease"),
         }
         tokio::select! {
             _ = tokio::time::sleep(HEARTBEAT) => {}
@@ -321,21 +333,27 @@ pub async fn run<F, Fut>(
     }
 }
 
-/// Creates or renews `kube-node-lease/<node>`.
+/// Creates or renews `kube-node-lease/<node>`. `cached` is the Lease as the last
+/// renewal left it (saves reading it again); returns it as renewed. A stale copy (a
+/// conflict) is read again next time.
 pub async fn renew_lease(
     client: &ApiClient,
     node: &str,
     node_uid: Option<&str>,
-) -> Result<(), ClientError> {
+    cached: Option<Value>,
+) -> Result<Value, ClientError> {
     let path = format!("/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{node}");
     let now = crate::api::meta::now_rfc3339_micro();
-    let existing: Option<Value> = client.get(&path).await?;
+    let existing = match cached {
+        Some(l) => Some(l),
+        None => client.get(&path).await?,
+    };
     match existing {
         Some(mut lease) => {
             lease["spec"]["renewTime"] = now.into();
             lease["spec"]["holderIdentity"] = node.into();
             lease["spec"]["leaseDurationSeconds"] = LEASE_DURATION_SECONDS.into();
-            client.replace::<_, Value>(&path, &lease).await?;
+            client.replace(&path, &lease).await
         }
         None => {
             let mut lease = json!({
@@ -354,14 +372,13 @@ pub async fn renew_lease(
                 }]);
             }
             client
-                .create::<_, Value>(
+                .create(
                     "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases",
                     &lease,
                 )
-                .await?;
+                .await
         }
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -393,7 +410,9 @@ mod tests {
     fn status_has_upstream_shape() {
         let c = cfg();
         let conds = conditions(true, &c);
-        let s = status_body(&c, &conds, &[]);
+        let mut t = Transitions::new();
+        update_transitions(&mut t, &conds, "t0");
+        let s = status_body(&c, &conds, &t, "t0");
         assert_eq!(s["addresses"][0]["type"], "InternalIP");
         assert_eq!(s["addresses"][0]["address"], "10.0.0.5");
         assert_eq!(s["capacity"]["pods"], "110");
@@ -416,5 +435,19 @@ mod tests {
         assert_eq!(ready["reason"], "KubeletReady");
         let down = conditions(false, &c);
         assert_eq!(down[3].reason, "KubeletNotReady");
+    }
+
+    #[test]
+    fn transition_times_change_only_with_the_status() {
+        let c = cfg();
+        let up = conditions(true, &c);
+        let down = conditions(false, &c);
+        let mut t = Transitions::new();
+        update_transitions(&mut t, &up, "t0");
+        update_transitions(&mut t, &up, "t1");
+        assert_eq!(t["Ready"], ("True".to_string(), "t0".to_string()));
+        update_transitions(&mut t, &down, "t2");
+        assert_eq!(t["Ready"], ("False".to_string(), "t2".to_string()));
+        assert_eq!(t["MemoryPressure"].1, "t0");
     }
 }
