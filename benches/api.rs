@@ -5,8 +5,11 @@
 //! Run: `cargo bench --bench api` (env `K3RS_BENCH_PODS` changes the pod count, default
 //! 20000; `K3RS_BENCH_CLIENTS` the concurrency, default 16).
 
+mod common;
+
 use base64::Engine;
 use bytes::Bytes;
+use common::{pct, rss_mb};
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http2::SendRequest;
@@ -101,16 +104,6 @@ async fn call(
     (status, body)
 }
 
-fn rss_mb(pid: u32) -> f64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    s.lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|k| k.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        / 1024.0
-}
-
 fn db_size_mb(dir: &Path) -> f64 {
     let db = dir.join("server/db");
     let mut total = 0u64;
@@ -118,11 +111,6 @@ fn db_size_mb(dir: &Path) -> f64 {
         total += std::fs::metadata(db.join(f)).map(|m| m.len()).unwrap_or(0);
     }
     total as f64 / 1024.0 / 1024.0
-}
-
-fn pct(sorted: &[Duration], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i].as_secs_f64() * 1000.0
 }
 
 fn pod(i: usize) -> Vec<u8> {

@@ -9,6 +9,8 @@
 //! Needs root, containerd, runc, busybox-static. Run: `cargo bench --bench pods`
 //! (`K3RS_BENCH_START_PODS` sets the pod count, default 100).
 
+mod common;
+
 #[path = "../tests/common/images.rs"]
 mod images;
 
@@ -17,6 +19,7 @@ use std::path::Path;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+use common::{pct, rss_mb};
 use k3rs::agent::client::{load_kubeconfig, ApiClient};
 use serde_json::{json, Value};
 
@@ -47,21 +50,6 @@ fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .expect("port")
         .port()
-}
-
-fn rss_mb(pid: u32) -> f64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    s.lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|k| k.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        / 1024.0
-}
-
-fn pct(sorted: &[Duration], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i].as_secs_f64() * 1000.0
 }
 
 fn start(dir: &Path, args: &[&str], log: &str) -> Proc {
