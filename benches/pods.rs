@@ -141,6 +141,8 @@ fn main() {
                 "--run-dir", &d.join("run").to_string_lossy(),
                 "--pod-log-dir", &d.join("logs").to_string_lossy(),
                 "--kubelet-port", &free_port().to_string(),
+                // In the host's namespace: no pod network (the cni bench measures it).
+                "--flannel-backend", "none",
             ],
             "agent.log",
         );

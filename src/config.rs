@@ -311,6 +311,14 @@ struct ServerArgs {
         value_name = "BITS"
     )]
     node_cidr_mask_size: String,
+    /// Backend (valid values: 'none', 'vxlan', 'host-gw')
+    #[arg(
+        long,
+        env = "K3RS_FLANNEL_BACKEND",
+        default_value = "vxlan",
+        value_name = "BACKEND"
+    )]
+    flannel_backend: String,
     /// IPv4/IPv6 network CIDRs to use for service IPs
     #[arg(
         long,
@@ -536,7 +544,15 @@ fn resolve_server(
         Some(v) => check("disable-agent", &v, parse_bool)?,
         None => false,
     };
-    let agent = resolve_node(a.node, host)?;
+    let agent = crate::config::AgentSettings {
+        flannel_backend: check(
+            "flannel-backend",
+            a.flannel_backend.trim(),
+            agent::parse_backend,
+        )?,
+        cluster_cidr: check("cluster-cidr", &cluster_cidr, agent::ipv4_cluster_cidr)?,
+        ..resolve_node(a.node, host)?
+    };
     let debug = match nonempty(a.debug) {
         Some(v) => check("debug", &v, parse_bool)?,
         None => false,

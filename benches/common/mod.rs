@@ -1,4 +1,5 @@
-//! Measurement helpers shared by the benchmarks.
+//! Measurement helpers shared by the benchmarks (not every bench uses every helper).
+#![allow(dead_code)]
 
 use std::time::Duration;
 

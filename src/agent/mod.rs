@@ -12,6 +12,8 @@
 //!   stop, remove, list for adoption).
 //! - [`logger`]: the shim-side CRI log writer (the k3rs binary run by the runc shim).
 //! - [`netns`]: pod network namespaces held by bind mounts under /run/k3rs/netns.
+//! - [`network`]: the node's pod network (built-in CNI on the node's podCIDR) and the
+//!   routes to the other nodes.
 //! - [`layout`]: labels and paths the parts agree on.
 
 pub mod client;
@@ -21,6 +23,7 @@ pub mod kubelet;
 pub mod layout;
 pub mod logger;
 pub mod netns;
+pub mod network;
 pub mod node;
 pub mod pods;
 pub mod runtime;
@@ -137,6 +140,7 @@ pub async fn run(opts: AgentOptions, shutdown: watch::Receiver<bool>) -> anyhow:
     }
 
     let health_client = ctrd_client.clone();
+    let (network_ready, network_ready_rx) = watch::channel(false);
     let node_task = tokio::spawn(node::run(
         api.clone(),
         node_cfg,
@@ -144,8 +148,33 @@ pub async fn run(opts: AgentOptions, shutdown: watch::Receiver<bool>) -> anyhow:
             let c = health_client.clone();
             async move { c.version().await.is_ok() }
         },
+        network_ready_rx,
         shutdown.clone(),
     ));
+    let network = network::start(
+        &api,
+        network::NetworkOptions {
+            node_name: opts.node_name.clone(),
+            node_ip: match node_ip {
+                std::net::IpAddr::V4(ip) => ip,
+                std::net::IpAddr::V6(_) => anyhow::bail!(
+                    "node IP {node_ip} is IPv6: the built-in pod network needs an IPv4 node IP \
+                     (pass --node-ip)"
+                ),
+            },
+            backend: s.flannel_backend,
+            cluster_cidr: s.cluster_cidr,
+            state_dir: agent_dir.join("cni"),
+        },
+        shutdown.clone(),
+    )
+    .await?;
+    if *shutdown.borrow() {
+        let _ = node_task.await;
+        ctrd.shutdown().await;
+        return Ok(());
+    }
+    let _ = network_ready.send(true);
     let ctx = Arc::new(pods::PodContext {
         client: api.clone(),
         runtime: runtime.clone(),
@@ -157,6 +186,7 @@ pub async fn run(opts: AgentOptions, shutdown: watch::Receiver<bool>) -> anyhow:
         cluster_dns: opts.cluster_dns.clone(),
         cluster_domain: opts.cluster_domain.clone(),
         registries,
+        network,
     });
     let pods_task = tokio::spawn(pods::run(ctx, shutdown.clone()));
     let kubelet_task = start_kubelet(

@@ -6,6 +6,9 @@ use std::path::PathBuf;
 
 use clap::ArgAction;
 
+use crate::cni::ipam::Ipv4Subnet;
+use crate::cni::Backend;
+
 use super::{check, parse_bool, parse_dns_name, parse_ip, parse_port, ConfigError, Host};
 
 /// Node settings shared by `k3rs server` (its own node) and `k3rs agent`.
@@ -25,6 +28,11 @@ pub struct AgentSettings {
     pub pod_log_dir: PathBuf,
     /// `--private-registry`: registry mirrors and credentials (k3s's registries.yaml).
     pub private_registry: PathBuf,
+    /// `--flannel-backend`: how pods reach pods on other nodes.
+    pub flannel_backend: Backend,
+    /// `--cluster-cidr`: the IPv4 range every node's pod subnet comes from; pod traffic
+    /// leaving it is masqueraded.
+    pub cluster_cidr: Ipv4Subnet,
 }
 
 impl Default for AgentSettings {
@@ -37,6 +45,9 @@ impl Default for AgentSettings {
             run_dir: PathBuf::from("/run/k3rs"),
             pod_log_dir: PathBuf::from("/var/log/pods"),
             private_registry: PathBuf::from("/etc/k3rs/registries.yaml"),
+            flannel_backend: Backend::Vxlan,
+            cluster_cidr: Ipv4Subnet::new(std::net::Ipv4Addr::new(10, 42, 0, 0), 16)
+                .expect("a /16 is a valid subnet"),
         }
     }
 }
@@ -147,8 +158,51 @@ pub(super) struct AgentArgs {
     #[arg(long, env = "K3RS_DEBUG", num_args = 0..=1, require_equals = true,
           default_missing_value = "true", value_name = "BOOL")]
     debug: Option<String>,
+    /// Cross-node pod network backend (set by the server when joining with a token)
+    #[arg(
+        long,
+        env = "K3RS_FLANNEL_BACKEND",
+        default_value = "vxlan",
+        value_name = "BACKEND",
+        hide = true
+    )]
+    flannel_backend: String,
+    /// IPv4 network CIDR the server gives pod subnets from (set by the server when joining)
+    #[arg(
+        long,
+        env = "K3RS_CLUSTER_CIDR",
+        default_value = "10.42.0.0/16",
+        value_name = "CIDR",
+        hide = true
+    )]
+    cluster_cidr: String,
     #[command(flatten)]
     node: NodeArgs,
+}
+
+/// `--flannel-backend`: k3s's names; only the backends k3rs builds in.
+pub(super) fn parse_backend(s: &str) -> Result<Backend, String> {
+    match s {
+        "vxlan" => Ok(Backend::Vxlan),
+        "host-gw" => Ok(Backend::HostGw),
+        "none" => Ok(Backend::None),
+        "wireguard-native" | "ipsec" | "wireguard" => Err(format!(
+            "backend {s} is not built into k3rs; use vxlan, host-gw or none"
+        )),
+        _ => Err("must be one of vxlan, host-gw, none".into()),
+    }
+}
+
+/// The IPv4 range of a `--cluster-cidr` list (pods get IPv4 addresses from it).
+pub(super) fn ipv4_cluster_cidr(list: &str) -> Result<Ipv4Subnet, String> {
+    list.split(',')
+        .map(str::trim)
+        .find(|c| !c.contains(':'))
+        .ok_or_else(|| {
+            "needs an IPv4 range (IPv6-only pod networks are not supported)".to_string()
+        })?
+        .parse::<Ipv4Subnet>()
+        .map_err(|e| e.to_string())
 }
 
 pub(super) fn resolve_node(a: NodeArgs, host: &Host) -> Result<AgentSettings, ConfigError> {
@@ -174,6 +228,7 @@ pub(super) fn resolve_node(a: NodeArgs, host: &Host) -> Result<AgentSettings, Co
         run_dir: host.cwd.join(a.run_dir.trim()),
         pod_log_dir: host.cwd.join(a.pod_log_dir.trim()),
         private_registry: host.cwd.join(a.private_registry.trim()),
+        ..AgentSettings::default()
     })
 }
 
@@ -240,7 +295,11 @@ pub(super) fn resolve_agent(a: AgentArgs, host: &Host) -> Result<AgentConfig, Co
         kubeconfig,
         cluster_dns: vec![cluster_dns.to_string()],
         cluster_domain,
-        settings: resolve_node(a.node, host)?,
+        settings: AgentSettings {
+            flannel_backend: check("flannel-backend", a.flannel_backend.trim(), parse_backend)?,
+            cluster_cidr: check("cluster-cidr", a.cluster_cidr.trim(), ipv4_cluster_cidr)?,
+            ..resolve_node(a.node, host)?
+        },
         debug,
     })
 }

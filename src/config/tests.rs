@@ -359,12 +359,12 @@ fn drop_ins_merge_in_name_order_with_append() {
 #[test]
 fn unknown_key_names_key_and_file() {
     let env = Env::new();
-    let cfg = env.write("c.yaml", "node-name: a\nflannel-backend: vxlan\n");
+    let cfg = env.write("c.yaml", "node-name: a\negress-selector-mode: agent\n");
     let msg = env
         .server(&["-c", cfg.to_str().unwrap()])
         .unwrap_err()
         .to_string();
-    assert!(msg.contains("flannel-backend"), "{msg}");
+    assert!(msg.contains("egress-selector-mode"), "{msg}");
     assert!(msg.contains(cfg.to_str().unwrap()), "{msg}");
     assert_eq!(msg.lines().count(), 1);
 }
@@ -506,4 +506,32 @@ fn node_cidr_mask_size_defaults_to_24_and_must_fit_the_cluster_cidr() {
         .server(&["--cluster-cidr", "10.42.0.0/16,fd00::/96"])
         .unwrap_err();
     assert!(e.to_string().contains("/64 or shorter"), "{e}");
+}
+
+#[test]
+fn flannel_backend_takes_k3s_names_and_the_ipv4_cluster_cidr() {
+    let env = Env::new();
+    let c = env.server(&[]).unwrap();
+    assert_eq!(c.agent.flannel_backend, crate::cni::Backend::Vxlan);
+    assert_eq!(c.agent.cluster_cidr.to_string(), "10.42.0.0/16");
+    let c = env
+        .server(&[
+            "--flannel-backend",
+            "host-gw",
+            "--cluster-cidr",
+            "fd00:42::/56,10.100.0.0/16",
+        ])
+        .unwrap();
+    assert_eq!(c.agent.flannel_backend, crate::cni::Backend::HostGw);
+    assert_eq!(c.agent.cluster_cidr.to_string(), "10.100.0.0/16");
+    let e = env
+        .server(&["--flannel-backend", "wireguard-native"])
+        .unwrap_err();
+    assert!(e.to_string().contains("not built into k3rs"), "{e}");
+    let e = env.server(&["--flannel-backend", "bogus"]).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("must be one of vxlan, host-gw, none"),
+        "{e}"
+    );
 }

@@ -211,6 +211,12 @@ impl Server {
                 .arg(self.pod_log_dir())
                 .args(["--node-ip", "127.0.0.1"])
                 .args(["--kubelet-port", &self.kubelet_port().to_string()]);
+            // The single-node harness runs in the host's network namespace, where tests
+            // must not create links or routes: its pods get loopback only. Pod networking
+            // is tested on the multi-node clusters (common::cluster), in namespaces.
+            if !self.extra_args.iter().any(|a| a == "--flannel-backend") {
+                c.args(["--flannel-backend", "none"]);
+            }
         } else {
             c.arg("--disable-agent");
         }

@@ -122,7 +122,7 @@ struct Condition {
     message: String,
 }
 
-fn conditions(runtime_ok: bool, cfg: &NodeConfig) -> Vec<Condition> {
+fn conditions(runtime_ok: bool, network_ready: bool, cfg: &NodeConfig) -> Vec<Condition> {
     let (_, mem_avail) = host::memory();
     let (disk_total, disk_avail) = host::filesystem(&cfg.data_dir);
     let (pids_running, pid_max) = host::pids();
@@ -162,20 +162,29 @@ fn conditions(runtime_ok: bool, cfg: &NodeConfig) -> Vec<Condition> {
             "kubelet has insufficient PID available",
             "kubelet has sufficient PID available",
         ),
-        if runtime_ok {
-            Condition {
+        match (runtime_ok, network_ready) {
+            (true, true) => Condition {
                 kind: "Ready",
                 status: "True",
                 reason: "KubeletReady",
                 message: "kubelet is posting ready status".into(),
-            }
-        } else {
-            Condition {
+            },
+            (false, _) => Condition {
                 kind: "Ready",
                 status: "False",
                 reason: "KubeletNotReady",
                 message: "container runtime is down".into(),
-            }
+            },
+            // The kubelet's words while the CNI has not initialised.
+            (true, false) => Condition {
+                kind: "Ready",
+                status: "False",
+                reason: "KubeletNotReady",
+                message: "container runtime network not ready: NetworkReady=false \
+                          reason:NetworkPluginNotReady message:Network plugin returns error: \
+                          cni plugin not initialized"
+                    .into(),
+            },
         },
     ]
 }
@@ -259,11 +268,13 @@ fn status_body(
 }
 
 /// Keeps the Lease and the node status fresh until `shutdown`. `runtime_ok` is asked
-/// each heartbeat whether the container runtime answers.
+/// each heartbeat whether the container runtime answers; `network_ready` says whether
+/// the pod network is up (the status is posted as soon as it changes).
 pub async fn run<F, Fut>(
     client: ApiClient,
     cfg: NodeConfig,
     mut runtime_ok: F,
+    mut network_ready: tokio::sync::watch::Receiver<bool>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) where
     F: FnMut() -> Fut,
@@ -292,7 +303,8 @@ pub async fn run<F, Fut>(
     let mut lease: Option<Value> = None;
     loop {
         let ok = runtime_ok().await;
-        let conds = conditions(ok, &cfg);
+        let net = *network_ready.borrow_and_update();
+        let conds = conditions(ok, net, &cfg);
         let due = match &last {
             None => true,
             Some((prev, at)) => *prev != conds || at.elapsed() >= STATUS_REPORT,
@@ -308,7 +320,7 @@ pub async fn run<F, Fut>(
             {
                 Ok(node) => {
                     if last.as_ref().map(|(p, _)| p != &conds).unwrap_or(true) {
-                        tracing::info!(node = %cfg.name, ready = ok, "node status posted");
+                        tracing::info!(node = %cfg.name, ready = ok && net, "node status posted");
                     }
                     node_uid = node["metadata"]["uid"].as_str().map(str::to_string);
                     last = Some((conds, Instant::now()));
@@ -328,6 +340,8 @@ pub async fn run<F, Fut>(
         }
         tokio::select! {
             _ = tokio::time::sleep(HEARTBEAT) => {}
+            // Not an error when the sender is gone: then only the heartbeat wakes us.
+            Ok(()) = network_ready.changed() => {}
             _ = shutdown.changed() => return,
         }
     }
@@ -409,7 +423,7 @@ mod tests {
     #[test]
     fn status_has_upstream_shape() {
         let c = cfg();
-        let conds = conditions(true, &c);
+        let conds = conditions(true, true, &c);
         let mut t = Transitions::new();
         update_transitions(&mut t, &conds, "t0");
         let s = status_body(&c, &conds, &t, "t0");
@@ -433,15 +447,18 @@ mod tests {
             .expect("ready");
         assert_eq!(ready["status"], "True");
         assert_eq!(ready["reason"], "KubeletReady");
-        let down = conditions(false, &c);
+        let down = conditions(false, true, &c);
         assert_eq!(down[3].reason, "KubeletNotReady");
+        let no_network = conditions(true, false, &c);
+        assert_eq!(no_network[3].status, "False");
+        assert!(no_network[3].message.contains("NetworkPluginNotReady"));
     }
 
     #[test]
     fn transition_times_change_only_with_the_status() {
         let c = cfg();
-        let up = conditions(true, &c);
-        let down = conditions(false, &c);
+        let up = conditions(true, true, &c);
+        let down = conditions(false, true, &c);
         let mut t = Transitions::new();
         update_transitions(&mut t, &up, "t0");
         update_transitions(&mut t, &up, "t1");

@@ -42,11 +42,14 @@ pub struct PodContext {
     pub cluster_domain: String,
     /// Mirrors and credentials from registries.yaml.
     pub registries: crate::agent::images::Registries,
+    /// The pod network (`None` with `--flannel-backend none`: loopback only).
+    pub network: Option<Arc<crate::cni::Cni>>,
 }
 
 impl PodContext {
-    /// Node facts for a pod's volumes and spec.
-    pub fn node_facts(&self, pod: &Pod) -> NodeFacts {
+    /// Node facts for a pod's volumes and spec; `pod_ip` is the pod's own address
+    /// (hostNetwork pods have the node's).
+    pub fn node_facts(&self, pod: &Pod, pod_ip: Option<&str>) -> NodeFacts {
         let host_net = volumes::host_network(pod);
         NodeFacts {
             node_name: self.node_name.clone(),
@@ -54,7 +57,7 @@ impl PodContext {
             pod_ips: if host_net {
                 vec![self.node_ip.clone()]
             } else {
-                Vec::new()
+                pod_ip.map(str::to_string).into_iter().collect()
             },
             cluster_dns: self.cluster_dns.clone(),
             cluster_domain: self.cluster_domain.clone(),
@@ -147,9 +150,14 @@ impl PodContext {
         }
     }
 
-    /// Removes the node-side leftovers of a pod: volumes, network namespace, cgroups
-    /// and (when known) its log directory.
+    /// Removes the node-side leftovers of a pod: its network (veth, address), volumes,
+    /// network namespace, cgroups and (when known) its log directory.
     pub async fn cleanup_pod(&self, uid: &str, name: Option<(&str, &str)>) {
+        if let Some(net) = &self.network {
+            if let Err(e) = net.detach(uid).await {
+                tracing::warn!(pod_uid = %uid, error = %e, "cannot remove the pod's network");
+            }
+        }
         let pod_dir = layout::pod_dir(&self.agent_dir, uid);
         let netns = self.netns_dir.join(uid);
         let log_dir = name.map(|(ns, n)| layout::pod_log_dir(&self.log_dir, ns, n, uid));
@@ -390,5 +398,13 @@ async fn cleanup_orphans(ctx: &Arc<PodContext>, live: &HashSet<String>) {
         tracing::info!(pod_uid = %uid, "cleaning up a pod deleted while the agent was away");
         let name = name.as_ref().map(|(ns, n)| (ns.as_str(), n.as_str()));
         ctx.cleanup_pod(&uid, name).await;
+    }
+    // Addresses of pods that never got as far as a namespace (the agent stopped in
+    // between) are released too.
+    if let Some(net) = &ctx.network {
+        let live: Vec<String> = live.iter().cloned().collect();
+        if let Err(e) = net.gc(&live).await {
+            tracing::warn!(error = %e, "cannot release the addresses of deleted pods");
+        }
     }
 }

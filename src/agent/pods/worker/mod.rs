@@ -82,6 +82,8 @@ pub struct Worker {
     name: String,
     slots: Vec<Slot>,
     netns: Option<PathBuf>,
+    /// The pod's address on the pod network, once its sandbox is up.
+    pod_ip: Option<String>,
     volumes: Option<PodVolumes>,
     objects: Objects,
     start_time: String,
@@ -135,6 +137,7 @@ impl Worker {
             name,
             slots,
             netns: None,
+            pod_ip: None,
             volumes: None,
             objects: Objects::default(),
             start_time,
@@ -407,7 +410,7 @@ impl Worker {
             pod_ips: if host_network(&self.pod) {
                 std::slice::from_ref(&self.ctx.node_ip)
             } else {
-                &[]
+                self.pod_ip.as_slice()
             },
             start_time: &self.start_time,
             previous: &self.previous,

@@ -58,7 +58,7 @@ impl Worker {
             Some(p) => Namespace::Path(p.clone()),
             None => Namespace::Host,
         };
-        let facts = ctx.node_facts(&self.pod);
+        let facts = ctx.node_facts(&self.pod, self.pod_ip.as_deref());
         let Some(volumes) = self.volumes.as_ref() else {
             return Err(Some(Instant::now() + RETRY));
         };
@@ -255,6 +255,13 @@ impl Worker {
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?;
+        if let Some(net) = &self.ctx.network {
+            // Idempotent: an adopted pod gets back the address it had.
+            let pod_net = net.attach(&self.uid, &path).await.map_err(|e| {
+                format!("Failed to create pod sandbox: failed to set up the pod network: {e}")
+            })?;
+            self.pod_ip = Some(pod_net.ip.to_string());
+        }
         self.netns = Some(path);
         Ok(())
     }
@@ -283,7 +290,7 @@ impl Worker {
             }
         }
         let pod_dir = layout::pod_dir(&self.ctx.agent_dir, &self.uid);
-        let facts = self.ctx.node_facts(&self.pod);
+        let facts = self.ctx.node_facts(&self.pod, self.pod_ip.as_deref());
         let pod = self.pod.clone();
         let objects_for_prepare = std::mem::take(&mut objects);
         let (result, objects) = tokio::task::spawn_blocking(move || {

@@ -105,6 +105,7 @@ impl Worker {
             .cleanup_pod(&self.uid, Some((&self.ns, &self.name)))
             .await;
         self.netns = None;
+        self.pod_ip = None;
         tracing::info!(pod = %format!("{}/{}", self.ns, self.name), "pod cleaned up");
     }
 
