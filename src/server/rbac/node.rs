@@ -235,6 +235,9 @@ pub fn authorize(graph: &NodeGraph, node: &str, a: &Attributes<'_>) -> Decision 
     }
     let core = a.group.is_empty();
     match (a.group, a.resource, a.subresource) {
+        // Nodes and pods are readable anyway; their status too (`kubectl patch
+        // --subresource=status` reads it first).
+        ("", "nodes" | "pods", "status") if a.verb == "get" => Decision::Allow,
         ("", "nodes", sub)
             if matches!(a.verb, "update" | "patch") && (sub.is_empty() || sub == "status") =>
         {
