@@ -136,7 +136,11 @@ async fn route(
     query: Query,
     body: Incoming,
 ) -> Resp {
-    let who = match state.authn.authenticate(identity.as_ref(), &parts.headers).await {
+    let who = match state
+        .authn
+        .authenticate(identity.as_ref(), &parts.headers)
+        .await
+    {
         Ok(who) => who,
         Err(e) => return error_response(&e),
     };
