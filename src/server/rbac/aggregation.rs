@@ -29,23 +29,25 @@ fn selectors(role: &Value) -> Option<Vec<LabelSelector>> {
     )
 }
 
+/// A role's labels and current rules.
+type Labelled<'v> = (Option<&'v serde_json::Map<String, Value>>, Vec<PolicyRule>);
+
 /// The rules each aggregated role should have, by name, computed to a fixed point so
 /// that nested aggregation (view into edit into admin) settles in one run. Only roles
 /// whose rules change are returned.
 pub fn aggregate(roles: &[Value]) -> BTreeMap<String, Vec<PolicyRule>> {
-    let mut current: BTreeMap<String, (Option<&serde_json::Map<String, Value>>, Vec<PolicyRule>)> =
-        roles
-            .iter()
-            .map(|r| {
+    let mut current: BTreeMap<String, Labelled<'_>> = roles
+        .iter()
+        .map(|r| {
+            (
+                r["metadata"]["name"].as_str().unwrap_or("").to_string(),
                 (
-                    r["metadata"]["name"].as_str().unwrap_or("").to_string(),
-                    (
-                        r["metadata"]["labels"].as_object(),
-                        PolicyRule::list_from_json(&r["rules"]),
-                    ),
-                )
-            })
-            .collect();
+                    r["metadata"]["labels"].as_object(),
+                    PolicyRule::list_from_json(&r["rules"]),
+                ),
+            )
+        })
+        .collect();
     let aggregated: Vec<(String, Vec<LabelSelector>)> = roles
         .iter()
         .filter_map(|r| Some((r["metadata"]["name"].as_str()?.to_string(), selectors(r)?)))
