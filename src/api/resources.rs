@@ -60,6 +60,9 @@ pub struct Resource {
     pub status: StatusPolicy,
     /// Names are DNS-1123 labels (namespaces, services) instead of subdomains.
     pub name_is_label: bool,
+    /// Names need only be valid path segments (RBAC objects such as `system:node`),
+    /// like upstream's `ValidatePathSegmentName`.
+    pub name_is_path_segment: bool,
     /// Field selectors supported besides `metadata.name` and `metadata.namespace`.
     pub fields: &'static [&'static str],
     /// Defaulting hook.
@@ -196,6 +199,7 @@ const fn res(
         subresources: &[],
         status: StatusPolicy::None,
         name_is_label: false,
+        name_is_path_segment: false,
         fields: NONE,
         defaults: defaults::none,
         validate: validation::none,
@@ -729,6 +733,7 @@ pub static RESOURCES: &[Resource] = &[
     // rbac.authorization.k8s.io/v1
     Resource {
         typed: typed::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>,
+        name_is_path_segment: true,
         ..res(
             "rbac.authorization.k8s.io",
             "v1",
@@ -740,6 +745,7 @@ pub static RESOURCES: &[Resource] = &[
     },
     Resource {
         typed: typed::<k8s_openapi::api::rbac::v1::ClusterRole>,
+        name_is_path_segment: true,
         ..res(
             "rbac.authorization.k8s.io",
             "v1",
@@ -751,6 +757,7 @@ pub static RESOURCES: &[Resource] = &[
     },
     Resource {
         typed: typed::<k8s_openapi::api::rbac::v1::RoleBinding>,
+        name_is_path_segment: true,
         ..res(
             "rbac.authorization.k8s.io",
             "v1",
@@ -762,6 +769,7 @@ pub static RESOURCES: &[Resource] = &[
     },
     Resource {
         typed: typed::<k8s_openapi::api::rbac::v1::Role>,
+        name_is_path_segment: true,
         ..res(
             "rbac.authorization.k8s.io",
             "v1",

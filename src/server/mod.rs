@@ -5,6 +5,7 @@ pub mod bootstrap;
 pub mod controllers;
 pub mod http;
 pub mod pki;
+pub mod rbac;
 pub mod registry;
 pub mod store;
 
@@ -90,6 +91,16 @@ pub async fn run_until(
         .ensure_system_namespaces()
         .await
         .map_err(|e| anyhow::anyhow!("creating system namespaces: {e}"))?;
+    rbac::bootstrap::ensure_default_policy(&registry)
+        .await
+        .map_err(|e| anyhow::anyhow!("creating the default RBAC policy: {e}"))?;
+    // Aggregated roles (admin, edit, view) get their rules before the first request.
+    rbac::aggregation::sync_once(&registry)
+        .await
+        .map_err(|e| anyhow::anyhow!("aggregating cluster roles: {e}"))?;
+    let authz = rbac::Authorizer::start(registry.clone(), shutdown.clone())
+        .await
+        .map_err(|e| anyhow::anyhow!("loading the RBAC policy: {e}"))?;
 
     let local = listener.local_addr().unwrap_or(addr);
     let url_host = match cfg.bind_address {
@@ -118,6 +129,8 @@ pub async fn run_until(
         shutdown: shutdown.clone(),
         ready: Default::default(),
         kubelet_client: http::proxy::KubeletClient::new(&pki).context("kubelet client TLS")?,
+        authn: http::auth::Authenticator::new(),
+        authz,
     });
     let controllers = [
         tokio::spawn(controllers::namespace::run(
@@ -125,6 +138,7 @@ pub async fn run_until(
             shutdown.clone(),
         )),
         tokio::spawn(controllers::gc::run(registry.clone(), shutdown.clone())),
+        tokio::spawn(rbac::aggregation::run(registry.clone(), shutdown.clone())),
         tokio::spawn(controllers::node_ipam::run(
             registry.clone(),
             cfg.cluster_cidr.clone(),

@@ -36,6 +36,38 @@ fn name_errors(name: &str, prefix: bool, label: bool) -> Vec<String> {
     }
 }
 
+/// For kinds whose names need only be path segments (RBAC): replaces the DNS-1123
+/// errors [`object_meta`] reported for `metadata.name` and `metadata.generateName` with
+/// upstream's `ValidatePathSegmentName` checks.
+pub fn use_path_segment_names(obj: &Value, errs: &mut Vec<FieldError>) {
+    // Only the DNS-1123 syntax errors go; immutability and "required" stay.
+    errs.retain(|e| {
+        !(matches!(e.field.as_str(), "metadata.name" | "metadata.generateName")
+            && e.message.contains("RFC 1123"))
+    });
+    let empty = Value::Object(Map::new());
+    let meta = get(obj, "metadata").unwrap_or(&empty);
+    for (field, prefix) in [("name", false), ("generateName", true)] {
+        let value = str_of(meta, field);
+        let mut msgs = Vec::new();
+        if !prefix && (value == "." || value == "..") {
+            msgs.push(format!("may not be '{value}'"));
+        }
+        for bad in ["/", "%"] {
+            if value.contains(bad) {
+                msgs.push(format!("may not contain '{bad}'"));
+            }
+        }
+        for msg in msgs {
+            errs.push(FieldError::invalid(
+                format!("metadata.{field}"),
+                &Value::from(value),
+                &msg,
+            ));
+        }
+    }
+}
+
 /// Label keys and values (`ValidateLabels`): every problem is reported at `path` itself,
 /// with the offending key or value as the bad value, as upstream does.
 pub fn labels(map: Option<&Map<String, Value>>, path: &str) -> Vec<FieldError> {

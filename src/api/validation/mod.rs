@@ -35,7 +35,7 @@ pub use batch::{
 pub use cluster::{namespace, node};
 pub use config::{base64_error, config_map, decode_base64, secret, MAX_SIZE as MAX_CONFIG_SIZE};
 pub use field::{not_found, Path};
-pub use meta::{label_selector, object_meta, TOTAL_ANNOTATION_SIZE_LIMIT};
+pub use meta::{label_selector, object_meta, use_path_segment_names, TOTAL_ANNOTATION_SIZE_LIMIT};
 pub use names::{
     is_config_map_key, is_dns1035_label, is_dns1123_label, is_dns1123_subdomain, is_qualified_name,
     is_valid_cidr, is_valid_ip, is_valid_label_value, is_valid_port_name, is_valid_port_num,

@@ -264,7 +264,7 @@ async fn handle_inner(
             let raw = body::read_body(body, declared_len).await?;
             let obj = body::decode_object(&raw, &content_type)?;
             if res.ephemeral {
-                let answered = super::reviews::answer(res, who, obj)?;
+                let answered = super::reviews::answer(&state.authz, res, who, ns, obj)?;
                 return Ok(encode_value(StatusCode::CREATED, &answered, enc));
             }
             let raw_json = (!content_type.contains("yaml") && !content_type.contains("protobuf"))

@@ -45,6 +45,10 @@ pub struct AppState {
     pub ready: AtomicBool,
     /// TLS settings for the proxy to kubelets (logs, exec, attach, port-forward).
     pub kubelet_client: proxy::KubeletClient,
+    /// The authentication chain (client certificate, bearer tokens, anonymous).
+    pub authn: auth::Authenticator,
+    /// RBAC and the node authorizer.
+    pub authz: Arc<crate::server::rbac::Authorizer>,
 }
 
 /// Accepts connections until `shutdown` flips, then waits (bounded) for open requests.
@@ -132,16 +136,31 @@ async fn route(
     query: Query,
     body: Incoming,
 ) -> Resp {
-    let public = auth::is_public_path(path);
-    let who = match identity {
-        Some(id) => id,
-        None if public => Identity {
-            user: "system:anonymous".into(),
-            groups: vec!["system:unauthenticated".into()],
-        },
-        None => return error_response(&ApiError::unauthorized()),
+    let who = match state
+        .authn
+        .authenticate(identity.as_ref(), &parts.headers)
+        .await
+    {
+        Ok(who) => who,
+        Err(e) => return error_response(&e),
     };
-    if public {
+    if auth::is_public_path(path) {
+        return public_endpoint(state, path, &query);
+    }
+    let who = match crate::server::rbac::impersonate::impersonate(&state.authz, who, &parts.headers)
+    {
+        Ok(who) => who,
+        Err(e) => return error_response(&e),
+    };
+    let route = request::route(&parts.method, path, &query);
+    let authorized = match &route {
+        Route::Resource(info) => auth::authorize(&state.authz, &who, info),
+        _ => auth::authorize_path(&state.authz, &who, &parts.method, path),
+    };
+    if let Err(e) = authorized {
+        return error_response(&e);
+    }
+    if is_health_or_version(path) {
         return public_endpoint(state, path, &query);
     }
     let accept = parts
@@ -150,7 +169,7 @@ async fn route(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
-    match request::route(&parts.method, path, &query) {
+    match route {
         Route::RootDiscovery { legacy_core } => {
             let agg = discovery::wants_aggregated(&accept);
             let (bytes, is_agg) = if legacy_core {
@@ -176,9 +195,6 @@ async fn route(
             None => error_response(&ApiError::no_route()),
         },
         Route::Resource(info) => {
-            if let Err(e) = auth::authorize(&who, &info) {
-                return error_response(&e);
-            }
             if proxy::is_proxied(&info) {
                 return proxy::handle(state, &who, parts, &info, &query).await;
             }
@@ -234,6 +250,15 @@ fn other_endpoint(method: &Method, path: &str, query: &Query, accept: &str) -> R
         };
     }
     error_response(&ApiError::no_route())
+}
+
+/// Health and version endpoints (authorized like any path; anonymous users may read them
+/// through system:public-info-viewer).
+fn is_health_or_version(path: &str) -> bool {
+    path == "/version"
+        || ["/healthz", "/livez", "/readyz"]
+            .iter()
+            .any(|p| path == *p || path.starts_with(&format!("{p}/")))
 }
 
 fn public_endpoint(state: &Arc<AppState>, path: &str, query: &Query) -> Resp {

@@ -85,7 +85,7 @@ async fn serve(
             verb: "create",
             ..info.clone()
         };
-        auth::authorize(who, &as_create)?;
+        auth::authorize(&state.authz, who, &as_create)?;
     }
     let pods = resources::find("", "v1", "pods").ok_or_else(ApiError::no_route)?;
     let pod = state

@@ -1,61 +1,156 @@
 //! Create-only "review" resources that compute an answer about the caller and store
 //! nothing: `kubectl auth can-i` (SelfSubjectAccessReview, SelfSubjectRulesReview),
-//! `kubectl auth whoami` (SelfSubjectReview), and SubjectAccessReview for components.
+//! `kubectl auth whoami` (SelfSubjectReview), and (Local)SubjectAccessReview for
+//! components. Answers come from the real authorizer.
 
-use super::auth::{self, Identity};
-use super::request::RequestInfo;
+use super::auth::Identity;
 use crate::api::resources::Resource;
 use crate::api::status::ApiError;
+use crate::server::rbac::{Attributes, Authorizer, Decision};
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 
-/// The caller's groups as upstream reports them (authenticated users also belong to
-/// `system:authenticated`).
-fn groups(who: &Identity) -> Vec<String> {
-    let mut g = who.groups.clone();
-    if who.user != "system:anonymous" && !g.iter().any(|x| x == "system:authenticated") {
-        g.push("system:authenticated".into());
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|g| g.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn user_info(who: &Identity) -> Value {
+    let mut u = json!({"username": who.user, "groups": who.groups});
+    if !who.uid.is_empty() {
+        u["uid"] = json!(who.uid);
     }
-    g
+    if !who.extra.is_empty() {
+        u["extra"] = json!(who.extra);
+    }
+    u
+}
+
+/// The subject of a SubjectAccessReview spec.
+fn spec_subject(spec: &Value) -> Identity {
+    let extra: BTreeMap<String, Vec<String>> = spec["extra"]
+        .as_object()
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), strings(v))).collect())
+        .unwrap_or_default();
+    Identity {
+        user: spec["user"].as_str().unwrap_or("").to_string(),
+        groups: strings(&spec["groups"]),
+        uid: spec["uid"].as_str().unwrap_or("").to_string(),
+        extra,
+    }
+}
+
+/// Judges the `resourceAttributes` or `nonResourceAttributes` of a review spec.
+fn access(authz: &Authorizer, subject: &Identity, spec: &Value) -> Result<Value, ApiError> {
+    let s = |v: &Value| v.as_str().unwrap_or("").to_string();
+    let ra = &spec["resourceAttributes"];
+    let nra = &spec["nonResourceAttributes"];
+    let (verb, group, resource, sub, ns, name, path);
+    let resource_request = ra.is_object();
+    if resource_request {
+        (verb, group, resource, sub, ns, name, path) = (
+            s(&ra["verb"]),
+            s(&ra["group"]),
+            s(&ra["resource"]),
+            s(&ra["subresource"]),
+            s(&ra["namespace"]),
+            s(&ra["name"]),
+            String::new(),
+        );
+    } else if nra.is_object() {
+        (verb, group, resource, sub, ns, name, path) = (
+            s(&nra["verb"]),
+            String::new(),
+            String::new(),
+            String::new(),
+            String::new(),
+            String::new(),
+            s(&nra["path"]),
+        );
+    } else {
+        return Err(ApiError::bad_request(
+            "spec: Invalid value: exactly one of nonResourceAttributes or resourceAttributes must be specified",
+        ));
+    }
+    let a = Attributes {
+        user: subject,
+        verb: &verb,
+        resource_request,
+        namespace: &ns,
+        group: &group,
+        resource: &resource,
+        subresource: &sub,
+        name: &name,
+        path: &path,
+    };
+    Ok(match authz.authorize(&a) {
+        Decision::Allow => json!({"allowed": true}),
+        Decision::Deny(reason) if reason.is_empty() => json!({"allowed": false}),
+        Decision::Deny(reason) => json!({"allowed": false, "reason": reason}),
+    })
 }
 
 /// Answers a create on a review resource: the request object with `status` filled in.
-pub fn answer(res: &Resource, who: &Identity, mut obj: Value) -> Result<Value, ApiError> {
+/// `namespace` is the namespace of the request path (LocalSubjectAccessReview).
+pub fn answer(
+    authz: &Authorizer,
+    res: &Resource,
+    who: &Identity,
+    namespace: &str,
+    mut obj: Value,
+) -> Result<Value, ApiError> {
     let status = match res.kind {
-        "SelfSubjectReview" => json!({"userInfo": {"username": who.user, "groups": groups(who)}}),
-        "SelfSubjectRulesReview" => json!({
-            "resourceRules": [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}],
-            "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}],
-            "incomplete": false
-        }),
-        "SelfSubjectAccessReview" | "SubjectAccessReview" | "LocalSubjectAccessReview" => {
-            let subject = if res.kind == "SelfSubjectAccessReview" {
-                who.clone()
-            } else {
-                let user = obj["spec"]["user"].as_str().unwrap_or("").to_string();
-                let groups = obj["spec"]["groups"]
-                    .as_array()
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|g| g.as_str().map(str::to_string))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                Identity { user, groups }
-            };
-            let ra = &obj["spec"]["resourceAttributes"];
-            let info = RequestInfo {
-                group: ra["group"].as_str().unwrap_or("").to_string(),
-                version: ra["version"].as_str().unwrap_or("").to_string(),
-                namespace: ra["namespace"].as_str().unwrap_or("").to_string(),
-                resource: ra["resource"].as_str().unwrap_or("").to_string(),
-                name: ra["name"].as_str().unwrap_or("").to_string(),
-                subresource: ra["subresource"].as_str().unwrap_or("").to_string(),
-                verb: "",
-            };
-            match auth::authorize(&subject, &info) {
-                Ok(()) => json!({"allowed": true}),
-                Err(e) => json!({"allowed": false, "reason": e.message}),
+        "SelfSubjectReview" => json!({"userInfo": user_info(who)}),
+        "SelfSubjectRulesReview" => {
+            let ns = obj["spec"]["namespace"].as_str().unwrap_or("");
+            let rules = authz.rules_for(who, ns);
+            let resource_rules: Vec<Value> = rules
+                .resource
+                .iter()
+                .map(|r| {
+                    let mut v = r.to_json();
+                    if v.get("apiGroups").is_none() {
+                        v["apiGroups"] = json!([]);
+                    }
+                    v
+                })
+                .collect();
+            let non_resource_rules: Vec<Value> = rules
+                .non_resource
+                .iter()
+                .map(|r| json!({"verbs": r.verbs, "nonResourceURLs": r.non_resource_urls}))
+                .collect();
+            json!({
+                "resourceRules": resource_rules,
+                "nonResourceRules": non_resource_rules,
+                "incomplete": false
+            })
+        }
+        "SelfSubjectAccessReview" => access(authz, who, &obj["spec"])?,
+        "SubjectAccessReview" | "LocalSubjectAccessReview" => {
+            let spec = &obj["spec"];
+            if res.kind == "LocalSubjectAccessReview" {
+                let want = spec["resourceAttributes"]["namespace"]
+                    .as_str()
+                    .unwrap_or("");
+                if !spec["resourceAttributes"].is_object() || want != namespace {
+                    return Err(ApiError::bad_request(format!(
+                        "spec.resourceAttributes.namespace must match namespace: {namespace}"
+                    )));
+                }
             }
+            let subject = spec_subject(spec);
+            if subject.user.is_empty() && subject.groups.is_empty() {
+                return Err(ApiError::bad_request(
+                    "spec.user: Invalid value: at least one of user or group must be specified",
+                ));
+            }
+            access(authz, &subject, spec)?
         }
         other => return Err(ApiError::method_not_allowed("create", other)),
     };

@@ -141,6 +141,9 @@ impl Registry {
             }
             let name = meta::name(&obj).to_string();
             let mut errs = validation::object_meta(&obj, None, res.namespaced, res.name_is_label);
+            if res.name_is_path_segment {
+                validation::use_path_segment_names(&obj, &mut errs);
+            }
             errs.extend((res.validate)(&obj, None));
             if !errs.is_empty() {
                 return Err(ApiError::invalid(res.group, res.kind, &name, errs));

@@ -402,6 +402,9 @@ impl Registry {
             meta::metadata_mut(&mut new).insert("generation".into(), json!(g));
         }
         let mut errs = validation::object_meta(&new, Some(old), res.namespaced, res.name_is_label);
+        if res.name_is_path_segment {
+            validation::use_path_segment_names(&new, &mut errs);
+        }
         if target == Target::Main {
             errs.extend((res.validate)(&new, Some(old)));
         }
