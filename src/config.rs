@@ -45,6 +45,8 @@ pub struct ServerConfig {
     /// The shared secret or full `K10…` token, when given (from `--token`, or read from
     /// `--token-file` when `--token` is not set).
     pub token: Option<String>,
+    /// `--agent-token` (or read from `--agent-token-file`): a join-only secret for agents.
+    pub agent_token: Option<String>,
     /// This node's name (default: the hostname, lower-cased).
     pub node_name: String,
     /// Run the control plane without a local agent.
@@ -347,6 +349,17 @@ struct ServerArgs {
     /// File containing the token
     #[arg(long, env = "K3RS_TOKEN_FILE", value_name = "FILE")]
     token_file: Option<String>,
+    /// Shared secret used to join agents to the cluster, but not servers
+    #[arg(
+        long,
+        env = "K3RS_AGENT_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    agent_token: Option<String>,
+    /// File containing the agent secret
+    #[arg(long, env = "K3RS_AGENT_TOKEN_FILE", value_name = "FILE")]
+    agent_token_file: Option<String>,
     /// Node name (default: the hostname, lower-cased)
     #[arg(long, env = "K3RS_NODE_NAME", value_name = "NAME")]
     node_name: Option<String>,
@@ -520,24 +533,13 @@ fn resolve_server(
     check_node_masks(&cluster_cidr, node_cidr_mask_size)?;
     let cluster_domain = check("cluster-domain", a.cluster_domain.trim(), parse_dns_name)?;
 
-    let token = match (nonempty(a.token), nonempty(a.token_file)) {
-        (Some(t), _) => Some(t),
-        (None, Some(file)) => {
-            let path = host.cwd.join(&file);
-            let text = std::fs::read_to_string(&path).map_err(|e| {
-                ConfigError::Other(format!("cannot read --token-file {}: {e}", path.display()))
-            })?;
-            let t = text.trim().to_string();
-            if t.is_empty() {
-                return Err(ConfigError::Other(format!(
-                    "--token-file {} is empty",
-                    path.display()
-                )));
-            }
-            Some(t)
-        }
-        (None, None) => None,
-    };
+    let token = read_token(nonempty(a.token), nonempty(a.token_file), "token-file", host)?;
+    let agent_token = read_token(
+        nonempty(a.agent_token),
+        nonempty(a.agent_token_file),
+        "agent-token-file",
+        host,
+    )?;
 
     let node_name = resolve_node_name(nonempty(a.node_name), host)?;
     let disable_agent = match nonempty(a.disable_agent) {
@@ -578,6 +580,7 @@ fn resolve_server(
         node_cidr_mask_size,
         cluster_domain,
         token,
+        agent_token,
         node_name,
         disable_agent,
         agent,
@@ -587,6 +590,33 @@ fn resolve_server(
         verbosity,
         config_files,
     })
+}
+
+/// A secret from its flag, else from its file (trimmed; an empty file is an error).
+pub(crate) fn read_token(
+    value: Option<String>,
+    file: Option<String>,
+    file_flag: &str,
+    host: &Host,
+) -> Result<Option<String>, ConfigError> {
+    match (value, file) {
+        (Some(t), _) => Ok(Some(t)),
+        (None, Some(file)) => {
+            let path = host.cwd.join(&file);
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                ConfigError::Other(format!("cannot read --{file_flag} {}: {e}", path.display()))
+            })?;
+            let t = text.trim().to_string();
+            if t.is_empty() {
+                return Err(ConfigError::Other(format!(
+                    "--{file_flag} {} is empty",
+                    path.display()
+                )));
+            }
+            Ok(Some(t))
+        }
+        (None, None) => Ok(None),
+    }
 }
 
 fn parse_ip(s: &str) -> Result<IpAddr, String> {
