@@ -106,6 +106,10 @@ pub enum Command {
     NotAvailable(&'static str),
     /// `k3rs check-config`.
     CheckConfig,
+    /// `k3rs token ...`.
+    Token(crate::cli::token::TokenArgs),
+    /// `k3rs certificate ...`.
+    Certificate(crate::cli::certificate::CertificateArgs),
     /// `k3rs kubectl ARGS...`: the kubectl on PATH, with the cluster's kubeconfig.
     Kubectl(Vec<OsString>),
     /// `k3rs ctr ARGS...`: containerd's ctr on PATH, pointed at k3rs's containerd.
@@ -234,12 +238,10 @@ enum Sub {
     Version,
     /// Run node agent
     Agent(AgentArgs),
-    /// Manage bootstrap tokens (not available yet)
-    #[command(disable_help_flag = true)]
-    Token(Passthrough),
-    /// Manage certificates (not available yet)
-    #[command(disable_help_flag = true)]
-    Certificate(Passthrough),
+    /// Manage bootstrap tokens
+    Token(crate::cli::token::TokenArgs),
+    /// Manage certificates
+    Certificate(crate::cli::certificate::CertificateArgs),
     /// Check the host for the kernel features and programs k3rs needs
     CheckConfig,
     /// Run kubectl with the cluster's kubeconfig
@@ -399,7 +401,11 @@ pub fn parse(args: Vec<OsString>) -> Result<Command, ConfigError> {
 }
 
 /// [`parse`] with explicit host facts (defaults, default config path).
-pub fn parse_with(args: Vec<OsString>, host: &Host) -> Result<Command, ConfigError> {
+pub fn parse_with(mut args: Vec<OsString>, host: &Host) -> Result<Command, ConfigError> {
+    // `k3rs agent join ...` is `k3rs agent ...` (k3s's spelling of joining a node).
+    if args.get(1).is_some_and(|a| a == "agent") && args.get(2).is_some_and(|a| a == "join") {
+        args.remove(2);
+    }
     let first = match cli_command().try_get_matches_from(&args) {
         Ok(m) => m,
         Err(e) if e.kind() == clap::error::ErrorKind::DisplayVersion => {
@@ -411,39 +417,34 @@ pub fn parse_with(args: Vec<OsString>, host: &Host) -> Result<Command, ConfigErr
     let server = match cli.sub {
         Sub::Server(a) => a,
         Sub::Version => return Ok(Command::Version),
-        Sub::Agent(a) => return resolve_agent(a, host).map(Command::Agent),
-        Sub::Token(_) => return Ok(Command::NotAvailable("token")),
-        Sub::Certificate(_) => return Ok(Command::NotAvailable("certificate")),
+        Sub::Agent(a) => {
+            let (file_args, _) = config_file_args(a.config.as_deref(), "agent", host)?;
+            let a = if file_args.is_empty() {
+                a
+            } else {
+                match reparse_with_file_args(&args, file_args)? {
+                    Sub::Agent(a) => a,
+                    _ => {
+                        return Err(ConfigError::Other(
+                            "config file changed the subcommand".into(),
+                        ))
+                    }
+                }
+            };
+            return resolve_agent(a, host).map(Command::Agent);
+        }
+        Sub::Token(a) => return Ok(Command::Token(a)),
+        Sub::Certificate(a) => return Ok(Command::Certificate(a)),
         Sub::CheckConfig => return Ok(Command::CheckConfig),
         Sub::Kubectl(a) => return Ok(Command::Kubectl(a.args)),
         Sub::Ctr(a) => return Ok(Command::Ctr(a.args)),
     };
 
-    // Where is the config file, and was it asked for explicitly?
-    let (config_path, explicit) = match server.config.as_deref().filter(|s| !s.is_empty()) {
-        Some(p) => (host.cwd.join(p), true),
-        None => (host.default_config.clone(), false),
-    };
-    let spec = flag_spec(&cli_command(), "server");
-    let (file_args, files) = load_config_files(&config_path, explicit, &spec)?;
-
+    let (file_args, files) = config_file_args(server.config.as_deref(), "server", host)?;
     let server = if file_args.is_empty() {
         server
     } else {
-        // Insert the file's arguments right after the subcommand so the command line wins.
-        let sub_at = args
-            .iter()
-            .skip(1)
-            .position(|a| !a.to_string_lossy().starts_with('-'))
-            .map(|i| i + 1)
-            .unwrap_or(1);
-        let mut merged: Vec<OsString> = args[..=sub_at].to_vec();
-        merged.extend(file_args.into_iter().map(OsString::from));
-        merged.extend(args[sub_at + 1..].iter().cloned());
-        let m = cli_command()
-            .try_get_matches_from(merged)
-            .map_err(ConfigError::Cli)?;
-        match Cli::from_arg_matches(&m).map_err(ConfigError::Cli)?.sub {
+        match reparse_with_file_args(&args, file_args)? {
             Sub::Server(a) => a,
             _ => {
                 return Err(ConfigError::Other(
@@ -453,6 +454,39 @@ pub fn parse_with(args: Vec<OsString>, host: &Host) -> Result<Command, ConfigErr
         }
     };
     resolve_server(server, host, files).map(Command::Server)
+}
+
+/// The config file's (and drop-ins') arguments for subcommand `sub`, and the files read.
+fn config_file_args(
+    flag: Option<&str>,
+    sub: &str,
+    host: &Host,
+) -> Result<(Vec<String>, Vec<PathBuf>), ConfigError> {
+    // Where is the config file, and was it asked for explicitly?
+    let (config_path, explicit) = match flag.filter(|s| !s.is_empty()) {
+        Some(p) => (host.cwd.join(p), true),
+        None => (host.default_config.clone(), false),
+    };
+    let spec = flag_spec(&cli_command(), sub);
+    load_config_files(&config_path, explicit, &spec)
+}
+
+/// Parses `args` again with `file_args` inserted right after the subcommand, so the command
+/// line wins.
+fn reparse_with_file_args(args: &[OsString], file_args: Vec<String>) -> Result<Sub, ConfigError> {
+    let sub_at = args
+        .iter()
+        .skip(1)
+        .position(|a| !a.to_string_lossy().starts_with('-'))
+        .map(|i| i + 1)
+        .unwrap_or(1);
+    let mut merged: Vec<OsString> = args[..=sub_at].to_vec();
+    merged.extend(file_args.into_iter().map(OsString::from));
+    merged.extend(args[sub_at + 1..].iter().cloned());
+    let m = cli_command()
+        .try_get_matches_from(merged)
+        .map_err(ConfigError::Cli)?;
+    Ok(Cli::from_arg_matches(&m).map_err(ConfigError::Cli)?.sub)
 }
 
 /// Checks one flag value (long name, or the short letter for short-only flags).
