@@ -140,6 +140,9 @@ pub async fn run(args: TokenArgs) -> anyhow::Result<()> {
             for id in ids {
                 let id = id.split('.').next().unwrap_or_default().to_string();
                 let path = format!("{SECRETS}/bootstrap-token-{id}");
+                if api.get::<Value>(&path).await?.is_none() {
+                    bail!("bootstrap token {id:?} not found");
+                }
                 match api.delete(&path, &json!({})).await {
                     Ok(()) => println!("bootstrap token {id:?} deleted"),
                     Err(e) if e.is_not_found() => bail!("bootstrap token {id:?} not found"),
