@@ -430,10 +430,13 @@ fn agents_join_run_pods_and_restart_without_a_token() {
     a.stop();
     a.start(&url(&s), None);
     a.wait_ready(&s);
-    assert!(s
-        .kubectl(&["exec", "p1", "--", "echo", "again"])
-        .ok()
-        .contains("again"));
+    // The restarted agent serves exec again (the Node stays Ready meanwhile, so poll).
+    let again = eventually(60, || {
+        s.kubectl(&["exec", "p1", "--", "echo", "again"])
+            .stdout
+            .contains("again")
+    });
+    assert!(again, "exec after restart; agent log:\n{}", a.log());
     s.kubectl(&["delete", "pod", "p1", "--timeout=60s"]).ok();
 
     // A bootstrap token from `k3rs token create`.
@@ -457,7 +460,16 @@ fn agents_join_run_pods_and_restart_without_a_token() {
     ]);
     rot.ok();
     b.start(&url(&s), None);
+    let cert = b.agent_dir().join("client-kubelet.crt");
+    let renewed = eventually(60, || {
+        std::fs::read_to_string(&cert).unwrap_or_default() != before
+    });
+    assert!(
+        renewed,
+        "client certificate not renewed; agent log:\n{}",
+        b.log()
+    );
     b.wait_ready(&s);
-    let after = std::fs::read_to_string(b.agent_dir().join("client-kubelet.crt")).unwrap();
-    assert_ne!(before, after, "client certificate renewed");
+    let marker = b.agent_dir().join("rotate-certificates");
+    assert!(eventually(10, || !marker.exists()), "rotation marker left");
 }
