@@ -199,3 +199,7 @@ pub fn valid_node_name(s: &str) -> bool {
                 && !l.ends_with('-')
         })
 }
+
+#[cfg(test)]
+#[path = "fuzz_tests.rs"]
+mod fuzz_tests;
