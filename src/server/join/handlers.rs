@@ -37,6 +37,7 @@ enum Caller {
 }
 
 /// One request to `/v1-k3rs/*`, body already read (at most the API's body limit).
+#[allow(clippy::too_many_arguments)] // the request parts, kept apart so tests need no hyper body
 pub async fn handle_request(
     state: &JoinState,
     ready: bool,
