@@ -45,6 +45,8 @@ pub struct ServerConfig {
     /// The shared secret or full `K10…` token, when given (from `--token`, or read from
     /// `--token-file` when `--token` is not set).
     pub token: Option<String>,
+    /// `--agent-token` (or read from `--agent-token-file`): a join-only secret for agents.
+    pub agent_token: Option<String>,
     /// This node's name (default: the hostname, lower-cased).
     pub node_name: String,
     /// Run the control plane without a local agent.
@@ -104,6 +106,10 @@ pub enum Command {
     NotAvailable(&'static str),
     /// `k3rs check-config`.
     CheckConfig,
+    /// `k3rs token ...`.
+    Token(crate::cli::token::TokenArgs),
+    /// `k3rs certificate ...`.
+    Certificate(crate::cli::certificate::CertificateArgs),
     /// `k3rs kubectl ARGS...`: the kubectl on PATH, with the cluster's kubeconfig.
     Kubectl(Vec<OsString>),
     /// `k3rs ctr ARGS...`: containerd's ctr on PATH, pointed at k3rs's containerd.
@@ -232,12 +238,10 @@ enum Sub {
     Version,
     /// Run node agent
     Agent(AgentArgs),
-    /// Manage bootstrap tokens (not available yet)
-    #[command(disable_help_flag = true)]
-    Token(Passthrough),
-    /// Manage certificates (not available yet)
-    #[command(disable_help_flag = true)]
-    Certificate(Passthrough),
+    /// Manage bootstrap tokens
+    Token(crate::cli::token::TokenArgs),
+    /// Manage certificates
+    Certificate(crate::cli::certificate::CertificateArgs),
     /// Check the host for the kernel features and programs k3rs needs
     CheckConfig,
     /// Run kubectl with the cluster's kubeconfig
@@ -347,6 +351,17 @@ struct ServerArgs {
     /// File containing the token
     #[arg(long, env = "K3RS_TOKEN_FILE", value_name = "FILE")]
     token_file: Option<String>,
+    /// Shared secret used to join agents to the cluster, but not servers
+    #[arg(
+        long,
+        env = "K3RS_AGENT_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    agent_token: Option<String>,
+    /// File containing the agent secret
+    #[arg(long, env = "K3RS_AGENT_TOKEN_FILE", value_name = "FILE")]
+    agent_token_file: Option<String>,
     /// Node name (default: the hostname, lower-cased)
     #[arg(long, env = "K3RS_NODE_NAME", value_name = "NAME")]
     node_name: Option<String>,
@@ -386,7 +401,11 @@ pub fn parse(args: Vec<OsString>) -> Result<Command, ConfigError> {
 }
 
 /// [`parse`] with explicit host facts (defaults, default config path).
-pub fn parse_with(args: Vec<OsString>, host: &Host) -> Result<Command, ConfigError> {
+pub fn parse_with(mut args: Vec<OsString>, host: &Host) -> Result<Command, ConfigError> {
+    // `k3rs agent join ...` is `k3rs agent ...` (k3s's spelling of joining a node).
+    if args.get(1).is_some_and(|a| a == "agent") && args.get(2).is_some_and(|a| a == "join") {
+        args.remove(2);
+    }
     let first = match cli_command().try_get_matches_from(&args) {
         Ok(m) => m,
         Err(e) if e.kind() == clap::error::ErrorKind::DisplayVersion => {
@@ -398,39 +417,34 @@ pub fn parse_with(args: Vec<OsString>, host: &Host) -> Result<Command, ConfigErr
     let server = match cli.sub {
         Sub::Server(a) => a,
         Sub::Version => return Ok(Command::Version),
-        Sub::Agent(a) => return resolve_agent(a, host).map(Command::Agent),
-        Sub::Token(_) => return Ok(Command::NotAvailable("token")),
-        Sub::Certificate(_) => return Ok(Command::NotAvailable("certificate")),
+        Sub::Agent(a) => {
+            let (file_args, _) = config_file_args(a.config.as_deref(), "agent", host)?;
+            let a = if file_args.is_empty() {
+                a
+            } else {
+                match reparse_with_file_args(&args, file_args)? {
+                    Sub::Agent(a) => a,
+                    _ => {
+                        return Err(ConfigError::Other(
+                            "config file changed the subcommand".into(),
+                        ))
+                    }
+                }
+            };
+            return resolve_agent(a, host).map(Command::Agent);
+        }
+        Sub::Token(a) => return Ok(Command::Token(a)),
+        Sub::Certificate(a) => return Ok(Command::Certificate(a)),
         Sub::CheckConfig => return Ok(Command::CheckConfig),
         Sub::Kubectl(a) => return Ok(Command::Kubectl(a.args)),
         Sub::Ctr(a) => return Ok(Command::Ctr(a.args)),
     };
 
-    // Where is the config file, and was it asked for explicitly?
-    let (config_path, explicit) = match server.config.as_deref().filter(|s| !s.is_empty()) {
-        Some(p) => (host.cwd.join(p), true),
-        None => (host.default_config.clone(), false),
-    };
-    let spec = flag_spec(&cli_command(), "server");
-    let (file_args, files) = load_config_files(&config_path, explicit, &spec)?;
-
+    let (file_args, files) = config_file_args(server.config.as_deref(), "server", host)?;
     let server = if file_args.is_empty() {
         server
     } else {
-        // Insert the file's arguments right after the subcommand so the command line wins.
-        let sub_at = args
-            .iter()
-            .skip(1)
-            .position(|a| !a.to_string_lossy().starts_with('-'))
-            .map(|i| i + 1)
-            .unwrap_or(1);
-        let mut merged: Vec<OsString> = args[..=sub_at].to_vec();
-        merged.extend(file_args.into_iter().map(OsString::from));
-        merged.extend(args[sub_at + 1..].iter().cloned());
-        let m = cli_command()
-            .try_get_matches_from(merged)
-            .map_err(ConfigError::Cli)?;
-        match Cli::from_arg_matches(&m).map_err(ConfigError::Cli)?.sub {
+        match reparse_with_file_args(&args, file_args)? {
             Sub::Server(a) => a,
             _ => {
                 return Err(ConfigError::Other(
@@ -440,6 +454,39 @@ pub fn parse_with(args: Vec<OsString>, host: &Host) -> Result<Command, ConfigErr
         }
     };
     resolve_server(server, host, files).map(Command::Server)
+}
+
+/// The config file's (and drop-ins') arguments for subcommand `sub`, and the files read.
+fn config_file_args(
+    flag: Option<&str>,
+    sub: &str,
+    host: &Host,
+) -> Result<(Vec<String>, Vec<PathBuf>), ConfigError> {
+    // Where is the config file, and was it asked for explicitly?
+    let (config_path, explicit) = match flag.filter(|s| !s.is_empty()) {
+        Some(p) => (host.cwd.join(p), true),
+        None => (host.default_config.clone(), false),
+    };
+    let spec = flag_spec(&cli_command(), sub);
+    load_config_files(&config_path, explicit, &spec)
+}
+
+/// Parses `args` again with `file_args` inserted right after the subcommand, so the command
+/// line wins.
+fn reparse_with_file_args(args: &[OsString], file_args: Vec<String>) -> Result<Sub, ConfigError> {
+    let sub_at = args
+        .iter()
+        .skip(1)
+        .position(|a| !a.to_string_lossy().starts_with('-'))
+        .map(|i| i + 1)
+        .unwrap_or(1);
+    let mut merged: Vec<OsString> = args[..=sub_at].to_vec();
+    merged.extend(file_args.into_iter().map(OsString::from));
+    merged.extend(args[sub_at + 1..].iter().cloned());
+    let m = cli_command()
+        .try_get_matches_from(merged)
+        .map_err(ConfigError::Cli)?;
+    Ok(Cli::from_arg_matches(&m).map_err(ConfigError::Cli)?.sub)
 }
 
 /// Checks one flag value (long name, or the short letter for short-only flags).
@@ -520,24 +567,13 @@ fn resolve_server(
     check_node_masks(&cluster_cidr, node_cidr_mask_size)?;
     let cluster_domain = check("cluster-domain", a.cluster_domain.trim(), parse_dns_name)?;
 
-    let token = match (nonempty(a.token), nonempty(a.token_file)) {
-        (Some(t), _) => Some(t),
-        (None, Some(file)) => {
-            let path = host.cwd.join(&file);
-            let text = std::fs::read_to_string(&path).map_err(|e| {
-                ConfigError::Other(format!("cannot read --token-file {}: {e}", path.display()))
-            })?;
-            let t = text.trim().to_string();
-            if t.is_empty() {
-                return Err(ConfigError::Other(format!(
-                    "--token-file {} is empty",
-                    path.display()
-                )));
-            }
-            Some(t)
-        }
-        (None, None) => None,
-    };
+    let token = read_token(nonempty(a.token), nonempty(a.token_file), "token-file", host)?;
+    let agent_token = read_token(
+        nonempty(a.agent_token),
+        nonempty(a.agent_token_file),
+        "agent-token-file",
+        host,
+    )?;
 
     let node_name = resolve_node_name(nonempty(a.node_name), host)?;
     let disable_agent = match nonempty(a.disable_agent) {
@@ -578,6 +614,7 @@ fn resolve_server(
         node_cidr_mask_size,
         cluster_domain,
         token,
+        agent_token,
         node_name,
         disable_agent,
         agent,
@@ -587,6 +624,33 @@ fn resolve_server(
         verbosity,
         config_files,
     })
+}
+
+/// A secret from its flag, else from its file (trimmed; an empty file is an error).
+pub(crate) fn read_token(
+    value: Option<String>,
+    file: Option<String>,
+    file_flag: &str,
+    host: &Host,
+) -> Result<Option<String>, ConfigError> {
+    match (value, file) {
+        (Some(t), _) => Ok(Some(t)),
+        (None, Some(file)) => {
+            let path = host.cwd.join(&file);
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                ConfigError::Other(format!("cannot read --{file_flag} {}: {e}", path.display()))
+            })?;
+            let t = text.trim().to_string();
+            if t.is_empty() {
+                return Err(ConfigError::Other(format!(
+                    "--{file_flag} {} is empty",
+                    path.display()
+                )));
+            }
+            Ok(Some(t))
+        }
+        (None, None) => Ok(None),
+    }
 }
 
 fn parse_ip(s: &str) -> Result<IpAddr, String> {

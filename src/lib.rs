@@ -13,6 +13,7 @@
 pub mod agent;
 pub mod api;
 pub mod check_config;
+pub mod cli;
 pub mod cni;
 pub mod config;
 pub mod notify;

@@ -26,13 +26,21 @@ fn main() -> ExitCode {
             "`k3rs {name}` is not available in this build yet"
         )),
         Command::CheckConfig => k3rs::check_config::run(),
+        Command::Token(args) => {
+            init_tracing(tracing::Level::WARN);
+            block_on(k3rs::cli::token::run(args))
+        }
+        Command::Certificate(args) => match k3rs::cli::certificate::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&e),
+        },
         Command::Kubectl(args) => {
             let mut env = Vec::new();
             let explicit = args
                 .iter()
                 .any(|a| a.to_string_lossy().starts_with("--kubeconfig"));
             if std::env::var_os("KUBECONFIG").is_none() && !explicit {
-                if let Some(kc) = default_kubeconfig() {
+                if let Some(kc) = k3rs::cli::default_kubeconfig() {
                     env.push(("KUBECONFIG", kc.into_os_string()));
                 }
             }
@@ -101,23 +109,6 @@ fn multi_call(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
         args.insert(1, tool.into());
     }
     args
-}
-
-/// The admin kubeconfig the server writes by default: /etc/k3rs/k3rs.yaml for root,
-/// ~/.kube/k3rs.yaml (else the root one, when readable) for other users.
-fn default_kubeconfig() -> Option<std::path::PathBuf> {
-    let system = std::path::PathBuf::from("/etc/k3rs/k3rs.yaml");
-    let host = config::Host::current();
-    let user = host.home.map(|h| h.join(".kube/k3rs.yaml"));
-    let candidates = if host.root {
-        vec![Some(system)]
-    } else {
-        vec![user, Some(system)]
-    };
-    candidates
-        .into_iter()
-        .flatten()
-        .find(|p| std::fs::File::open(p).is_ok())
 }
 
 /// Replaces this process with the real `name` found on PATH (never this binary itself,

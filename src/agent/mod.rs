@@ -19,6 +19,7 @@
 pub mod client;
 pub mod containerd;
 pub mod images;
+pub mod join;
 pub mod kubelet;
 pub mod layout;
 pub mod logger;
@@ -262,6 +263,20 @@ pub async fn run_standalone(cfg: crate::config::AgentConfig) -> anyhow::Result<(
         crate::notify::stopping();
         let _ = tx.send(true);
     });
+    let mut cfg = cfg;
+    if let Some(mut join) = cfg.join.take() {
+        let node_ip = cfg
+            .settings
+            .node_ip
+            .unwrap_or_else(node::host::default_node_ip);
+        join.node_ips = vec![node_ip];
+        let joined = join::ensure_joined(&join).await?;
+        cfg.node_name = joined.node_name;
+        cfg.kubeconfig = joined.kubeconfig;
+        if let Some(cluster) = joined.cluster {
+            apply_cluster_config(&mut cfg, &cluster)?;
+        }
+    }
     crate::notify::ready("agent started");
     run(
         AgentOptions {
@@ -276,4 +291,35 @@ pub async fn run_standalone(cfg: crate::config::AgentConfig) -> anyhow::Result<(
         rx,
     )
     .await
+}
+
+/// The server's settings win over the agent's hidden defaults, as in k3s.
+fn apply_cluster_config(
+    cfg: &mut crate::config::AgentConfig,
+    cluster: &crate::server::join::ClusterConfig,
+) -> anyhow::Result<()> {
+    use crate::cni::Backend;
+    cfg.settings.flannel_backend = match cluster.flannel_backend.as_str() {
+        "vxlan" => Backend::Vxlan,
+        "host-gw" => Backend::HostGw,
+        "none" => Backend::None,
+        other => anyhow::bail!("the server uses flannel backend {other:?}, which this agent does not support"),
+    };
+    if let Some(v4) = cluster
+        .cluster_cidr
+        .split(',')
+        .map(str::trim)
+        .find(|c| !c.contains(':'))
+    {
+        cfg.settings.cluster_cidr = v4
+            .parse()
+            .map_err(|e| anyhow::anyhow!("the server's cluster CIDR {v4:?}: {e}"))?;
+    }
+    if !cluster.cluster_dns.is_empty() {
+        cfg.cluster_dns = vec![cluster.cluster_dns.clone()];
+    }
+    if !cluster.cluster_domain.is_empty() {
+        cfg.cluster_domain = cluster.cluster_domain.clone();
+    }
+    Ok(())
 }

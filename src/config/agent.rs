@@ -52,13 +52,15 @@ impl Default for AgentSettings {
     }
 }
 
-/// Everything `k3rs agent` needs (joining with a token comes later: for now the agent
-/// reaches the server with a kubeconfig).
+/// Everything `k3rs agent` needs: either a kubeconfig with the node's credentials, or
+/// `join` (server URL and token; the kubeconfig is then the one the join writes).
 #[derive(Clone, Debug)]
 pub struct AgentConfig {
     pub data_dir: PathBuf,
     pub node_name: String,
     pub kubeconfig: PathBuf,
+    /// `--server` (with `--token`): join, or confirm the node has joined, before running.
+    pub join: Option<crate::agent::join::JoinOptions>,
     pub cluster_dns: Vec<String>,
     pub cluster_domain: String,
     pub settings: AgentSettings,
@@ -117,7 +119,10 @@ pub(super) struct NodeArgs {
 /// The raw `agent` flags.
 #[derive(clap::Args, Debug)]
 pub(super) struct AgentArgs {
-    /// Server to connect to (joining with a token is not available in this build yet)
+    /// Load configuration from FILE
+    #[arg(short = 'c', long, env = "K3RS_CONFIG_FILE", value_name = "FILE")]
+    pub(super) config: Option<String>,
+    /// Server to connect to
     #[arg(short = 's', long, env = "K3RS_URL", value_name = "URL")]
     server: Option<String>,
     /// Token to use for authentication
@@ -129,7 +134,23 @@ pub(super) struct AgentArgs {
         hide_env_values = true
     )]
     token: Option<String>,
-    /// Kubeconfig with the node's credentials for the server (until token join lands)
+    /// Token file to use for authentication
+    #[arg(long, env = "K3RS_TOKEN_FILE", value_name = "FILE")]
+    token_file: Option<String>,
+    /// Append id to node name
+    #[arg(long, env = "K3RS_WITH_NODE_ID", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_name = "BOOL")]
+    with_node_id: Option<String>,
+    /// The node password file
+    #[arg(
+        long,
+        env = "K3RS_NODE_PASSWORD_FILE",
+        default_value = "/etc/k3rs/node/password",
+        value_name = "FILE",
+        hide = true
+    )]
+    node_password_file: String,
+    /// Kubeconfig with the node's credentials for the server (instead of joining with a token)
     #[arg(long, env = "K3RS_KUBECONFIG", value_name = "FILE")]
     kubeconfig: Option<String>,
     /// Folder to hold state (default: /var/lib/k3rs or ${HOME}/.k3rs if not root)
@@ -271,16 +292,20 @@ pub(super) fn resolve_agent(a: AgentArgs, host: &Host) -> Result<AgentConfig, Co
             })?
             .join(".k3rs"),
     };
-    let kubeconfig = match nonempty(a.kubeconfig) {
-        Some(k) => host.cwd.join(k),
-        None if nonempty(a.server).is_some() || nonempty(a.token).is_some() => {
-            return Err(ConfigError::Other(
-                "joining a cluster with --server and --token is not available in this build yet; \
-                 start the agent with --kubeconfig (credentials for the server)"
-                    .into(),
-            ))
-        }
-        None => data_dir.join("agent").join("kubelet.kubeconfig"),
+    let token = super::read_token(nonempty(a.token), nonempty(a.token_file), "token-file", host)?;
+    let server = nonempty(a.server);
+    let kubeconfig_flag = nonempty(a.kubeconfig).map(|k| host.cwd.join(k));
+    let kubeconfig = kubeconfig_flag
+        .clone()
+        .unwrap_or_else(|| data_dir.join("agent").join("kubelet.kubeconfig"));
+    if server.is_none() && token.is_some() && kubeconfig_flag.is_none() {
+        return Err(ConfigError::Other(
+            "--token needs --server (or K3RS_URL): the URL of the server to join".into(),
+        ));
+    }
+    let with_node_id = match nonempty(a.with_node_id) {
+        Some(v) => check("with-node-id", &v, parse_bool)?,
+        None => false,
     };
     let node_name = resolve_node_name(nonempty(a.node_name), host)?;
     let cluster_dns = check("cluster-dns", a.cluster_dns.trim(), parse_ip)?;
@@ -289,10 +314,23 @@ pub(super) fn resolve_agent(a: AgentArgs, host: &Host) -> Result<AgentConfig, Co
         Some(v) => check("debug", &v, parse_bool)?,
         None => false,
     };
+    let join = match (server, kubeconfig_flag) {
+        (Some(server), None) => Some(crate::agent::join::JoinOptions {
+            server,
+            token,
+            node_name: node_name.clone(),
+            with_node_id,
+            node_ips: Vec::new(),
+            agent_dir: data_dir.join("agent"),
+            password_file: host.cwd.join(a.node_password_file.trim()),
+        }),
+        _ => None,
+    };
     Ok(AgentConfig {
         data_dir,
         node_name,
         kubeconfig,
+        join,
         cluster_dns: vec![cluster_dns.to_string()],
         cluster_domain,
         settings: AgentSettings {

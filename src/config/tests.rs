@@ -128,7 +128,7 @@ fn version_forms() {
     assert!(version_text().starts_with("k3rs version v1.35.0+k3rs1 ("));
     assert!(matches!(
         parse_with(argv(&["k3rs", "token", "list"]), &h),
-        Ok(Command::NotAvailable("token"))
+        Ok(Command::Token(_))
     ));
     match parse_with(
         argv(&[
@@ -160,7 +160,19 @@ fn version_forms() {
         ]),
         &h,
     ) {
-        Err(ConfigError::Other(m)) => assert!(m.contains("--kubeconfig"), "{m}"),
+        Ok(Command::Agent(a)) => {
+            let j = a.join.expect("join options");
+            assert_eq!(j.server, "https://s:6443");
+            assert_eq!(j.token.as_deref(), Some("T"));
+            assert!(!format!("{j:?}").contains("\"T\""));
+        }
+        other => panic!("agent join: {other:?}"),
+    }
+    match parse_with(
+        argv(&["k3rs", "agent", "join", "--server", "https://s", "--with-node-id"]),
+        &h,
+    ) {
+        Ok(Command::Agent(a)) => assert!(a.join.expect("join").with_node_id),
         other => panic!("agent join: {other:?}"),
     }
     match parse_with(argv(&["k3rs", "server", "--help"]), &h) {

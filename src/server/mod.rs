@@ -4,6 +4,7 @@
 pub mod bootstrap;
 pub mod controllers;
 pub mod http;
+pub mod join;
 pub mod pki;
 pub mod rbac;
 pub mod registry;
@@ -77,7 +78,7 @@ pub async fn run_until(
 
     let sans = pki::Sans::for_server(&cfg, &[]);
     let pki = pki::ensure(&server_dir.join("tls"), &sans).context("certificates")?;
-    bootstrap::ensure_token(&server_dir, &pki.server_ca_pem, cfg.token.as_deref())
+    let token = bootstrap::ensure_token(&server_dir, &pki.server_ca_pem, cfg.token.as_deref())
         .context("cluster token")?;
     let tls = Arc::new(pki::server_tls_config(&pki).context("TLS configuration")?);
 
@@ -131,6 +132,17 @@ pub async fn run_until(
         kubelet_client: http::proxy::KubeletClient::new(&pki).context("kubelet client TLS")?,
         authn: http::auth::Authenticator::new(),
         authz,
+        join: Arc::new(
+            join::JoinState::new(
+                registry.clone(),
+                &server_dir,
+                &pki.server_ca_pem,
+                &token,
+                cfg.agent_token.as_deref(),
+                join::ClusterConfig::from_server(&cfg),
+            )
+            .context("agent token")?,
+        ),
     });
     let controllers = [
         tokio::spawn(controllers::namespace::run(

@@ -106,13 +106,24 @@ fn write_if_changed(path: &Path, content: &str, mode: u32) -> Result<(), PkiErro
 /// The kubelet's kubeconfig, laid out like k3s's (cluster `local`, user `user`, context
 /// `Default`) but with the certificates embedded, so it is valid wherever it is read from.
 fn kubelet_kubeconfig(server_url: &str, server_ca: &Ca, cert_pem: &str, key_pem: &str) -> String {
+    node_kubeconfig(server_url, &server_ca.cert_pem, cert_pem, key_pem)
+}
+
+/// The kubelet's kubeconfig from PEM texts (what a joined agent writes from the certificates
+/// the server signed for it).
+pub fn node_kubeconfig(
+    server_url: &str,
+    server_ca_pem: &str,
+    cert_pem: &str,
+    key_pem: &str,
+) -> String {
     let names = KubeconfigNames {
         cluster: "local",
         user: "user",
         context: "Default",
         namespace: Some("default"),
     };
-    kubeconfig_yaml(server_url, &server_ca.cert_pem, cert_pem, key_pem, &names)
+    kubeconfig_yaml(server_url, server_ca_pem, cert_pem, key_pem, &names)
 }
 
 /// Admin kubeconfig YAML for `server_url` (e.g. https://127.0.0.1:6443), laid out like k3s's

@@ -292,6 +292,7 @@ fn sans_for_server_config() {
         node_cidr_mask_size: 24,
         cluster_domain: "cluster.local".into(),
         token: None,
+        agent_token: None,
         node_name: "pi-1".into(),
         disable_agent: false,
         agent: Default::default(),

@@ -49,6 +49,8 @@ pub struct AppState {
     pub authn: auth::Authenticator,
     /// RBAC and the node authorizer.
     pub authz: Arc<crate::server::rbac::Authorizer>,
+    /// The node bootstrap endpoints (`/v1-k3rs/*`).
+    pub join: Arc<crate::server::join::JoinState>,
 }
 
 /// Accepts connections until `shutdown` flips, then waits (bounded) for open requests.
@@ -90,7 +92,9 @@ pub async fn serve(
             let svc = hyper::service::service_fn(move |req| {
                 let state = state.clone();
                 let identity = identity.clone();
-                async move { Ok::<_, std::convert::Infallible>(handle(state, identity, req).await) }
+                async move {
+                    Ok::<_, std::convert::Infallible>(handle(state, identity, peer.ip(), req).await)
+                }
             });
             let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             builder
@@ -114,13 +118,38 @@ pub async fn serve(
 }
 
 /// Routes one request.
-async fn handle(state: Arc<AppState>, identity: Option<Identity>, req: Request<Incoming>) -> Resp {
+async fn handle(
+    state: Arc<AppState>,
+    identity: Option<Identity>,
+    peer: std::net::IpAddr,
+    req: Request<Incoming>,
+) -> Resp {
     let started = Instant::now();
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_string();
     let query = Query::parse(parts.uri.query());
     let method = parts.method.clone();
-    let mut resp = route(&state, identity, parts, &path, query, body).await;
+    let mut resp = if crate::server::join::is_join_path(&path) {
+        // The bootstrap endpoints authenticate the token themselves.
+        match body::read_body(body, None).await {
+            Ok(bytes) => {
+                crate::server::join::handle_request(
+                    &state.join,
+                    state.ready.load(Ordering::Relaxed),
+                    identity.as_ref(),
+                    peer,
+                    &parts.method,
+                    &path,
+                    &parts.headers,
+                    bytes,
+                )
+                .await
+            }
+            Err(e) => error_response(&e),
+        }
+    } else {
+        route(&state, identity, parts, &path, query, body).await
+    };
     resp.headers_mut()
         .entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-cache, private"));
