@@ -13,7 +13,7 @@
 //!
 //! Layout: [`node`] (start-time setup), [`pod`] (attach, detach, gc), [`peers`]
 //! (cross-node sync), [`masq`] (nftables), [`nl`] (netlink helpers), [`nsthread`]
-//! (namespace threads).
+//! (namespace threads), [`reaper`] (link deletion off the async runtime).
 
 pub mod ipam;
 mod masq;
@@ -22,6 +22,7 @@ mod node;
 mod nsthread;
 mod peers;
 mod pod;
+mod reaper;
 #[cfg(test)]
 mod tests;
 
@@ -171,6 +172,8 @@ pub struct Cni {
     /// Netlink connection bound to the node namespace, kept for the Cni's life.
     host: rtnetlink::Handle,
     ipam: Arc<ipam::HostLocal>,
+    /// Deletes links on a thread of its own (see [`reaper`]).
+    reaper: reaper::Reaper,
     bridge_index: u32,
     mtu: u32,
     /// `flannel.1` index and MAC (vxlan only).

@@ -14,6 +14,7 @@ use rtnetlink::packet_route::link::{InfoData, InfoVxlan, LinkAttribute, LinkInfo
 use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVxlan};
 
 use super::nl::{self, errno, fail};
+use super::reaper::Reaper;
 use super::{
     ipam, masq, nsthread, Backend, Cni, CniError, NodeNetwork, BRIDGE, VXLAN_DEVICE,
     VXLAN_OVERHEAD, VXLAN_PORT, VXLAN_VNI,
@@ -55,6 +56,7 @@ pub(super) async fn start(cfg: NodeNetwork) -> Result<Cni, CniError> {
         }
     };
     masq::apply(&host_ns, cfg.cluster_cidr).await?;
+    let reaper = Reaper::start(host_ns)?;
 
     let dir = cfg.state_dir.join("ipam").join(NETWORK_NAME);
     let store = tokio::task::spawn_blocking(move || ipam::HostLocal::open(dir))
@@ -71,6 +73,7 @@ pub(super) async fn start(cfg: NodeNetwork) -> Result<Cni, CniError> {
         cfg,
         host,
         ipam: Arc::new(store),
+        reaper,
         bridge_index,
         mtu,
         vtep,

@@ -15,7 +15,7 @@ use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::Arc;
 
-use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkMessage};
+use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth, LinkMessage};
 use rtnetlink::{
     Handle, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
 };
@@ -211,15 +211,13 @@ async fn delete_link(h: &Handle, link: &LinkMessage, what: &str) -> Result<(), C
 
 pub(super) async fn detach(cni: &Cni, pod_uid: &str) -> Result<(), CniError> {
     let host_veth = host_veth_name(pod_uid);
-    // Delete by name: one request, and ENODEV means it is already gone.
-    let mut msg = LinkMessage::default();
-    msg.attributes
-        .push(LinkAttribute::IfName(host_veth.clone()));
-    match cni.host.link().del_with_message(msg).execute().await {
-        Ok(()) => {}
-        Err(e) if errno(&e) == Some(libc::ENODEV) => {}
-        Err(e) => return Err(fail(format!("delete veth {host_veth} of pod {pod_uid}"))(e)),
-    }
+    cni.reaper.delete(&host_veth).await.map_err(|e| match e {
+        CniError::Netlink { source, .. } => CniError::Netlink {
+            what: format!("delete veth {host_veth} of pod {pod_uid}"),
+            source,
+        },
+        other => other,
+    })?;
     let store = cni.ipam.clone();
     let owner = pod_uid.to_string();
     tokio::task::spawn_blocking(move || store.release(&owner))
@@ -246,7 +244,7 @@ pub(super) async fn gc(cni: &Cni, live: &[String]) -> Result<(), CniError> {
             .is_some_and(|uid| live_set.contains(uid));
         if ours && !owner_live && !live_veths.contains(&name) {
             tracing::info!(veth = %name, "removing veth of a pod that no longer exists");
-            delete_link(&cni.host, &link, &name).await?;
+            cni.reaper.delete(&name).await?;
         }
     }
     let store = cni.ipam.clone();
