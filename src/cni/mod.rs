@@ -182,6 +182,12 @@ pub struct Cni {
     peers_lock: tokio::sync::Mutex<()>,
 }
 
+// The agent shares one Cni across tasks in an Arc.
+const _: fn() = || {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Cni>();
+};
+
 impl Cni {
     /// Idempotent node setup (an agent restart does not disturb running pods): sysctls,
     /// bridge `cni0` with the first address of the pod subnet, MTU from the uplink minus

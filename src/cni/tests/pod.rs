@@ -148,6 +148,7 @@ fn attach_wires_pods_that_talk_to_each_other_and_the_gateway() {
             "host veth on cni0"
         );
         assert_eq!(nl::alias(&veth).as_deref(), Some("k3rs:uid-1"));
+        assert!(hairpin(&veth), "hairpin on the bridge port: {veth:?}");
 
         for (ns, p) in [(&ns1, &a), (&ns2, &b)] {
             let view = pod_view(ns).expect("eth0 in pod");
@@ -172,6 +173,48 @@ fn attach_wires_pods_that_talk_to_each_other_and_the_gateway() {
             a.ip.to_string(),
             "pod-to-pod traffic is not masqueraded"
         );
+    });
+}
+
+/// Whether a bridge port has hairpin mode on.
+fn hairpin(link: &rtnetlink::packet_route::link::LinkMessage) -> bool {
+    use rtnetlink::packet_route::link::{InfoBridgePort, InfoPortData, LinkAttribute, LinkInfo};
+    link.attributes.iter().any(|a| match a {
+        LinkAttribute::LinkInfo(infos) => infos.iter().any(|i| match i {
+            LinkInfo::PortData(InfoPortData::BridgePort(p)) => {
+                p.contains(&InfoBridgePort::HairpinMode(true))
+            }
+            _ => false,
+        }),
+        _ => false,
+    })
+}
+
+#[test]
+fn concurrent_attaches_get_distinct_addresses() {
+    in_private_ns(|| async {
+        let mut scratch = Scratch::new();
+        let (h, cni) = single_node(&scratch, "10.42.3.0/24", Backend::HostGw).await;
+        let nss: Vec<_> = (0..16).map(|i| scratch.netns(&format!("pod{i}"))).collect();
+        let uids: Vec<String> = (0..16).map(|i| format!("uid-{i}")).collect();
+        let nets =
+            futures_util::future::join_all(uids.iter().zip(&nss).map(|(u, ns)| cni.attach(u, ns)))
+                .await;
+        let ips: HashSet<Ipv4Addr> = nets.into_iter().map(|n| n.expect("attach").ip).collect();
+        assert_eq!(ips.len(), 16, "every pod its own address");
+        let veths = nl::all_links(&h).await.unwrap();
+        assert_eq!(
+            veths
+                .iter()
+                .filter(|l| nl::controller(l) == Some(cni.bridge_index))
+                .count(),
+            16
+        );
+        futures_util::future::join_all(uids.iter().map(|u| cni.detach(u)))
+            .await
+            .into_iter()
+            .for_each(|r| r.expect("detach"));
+        assert!(cni.ipam.owned().unwrap().is_empty());
     });
 }
 
