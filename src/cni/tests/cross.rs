@@ -247,8 +247,13 @@ fn two_nodes_pass_pod_traffic(backend: Backend) {
         );
         let seen_a = assert_tcp(&pod_b, &pod_a, pa.ip);
         assert_eq!(seen_a, pb.ip.to_string());
-        // A pod reaches the other node's IP too.
-        assert_tcp(&pod_a, &node_b, ip_b);
+        // A pod reaches the other node's IP too, masqueraded (outside the cluster CIDR).
+        let seen = assert_tcp(&pod_a, &node_b, ip_b);
+        assert_eq!(
+            seen,
+            ip_a.to_string(),
+            "pod traffic leaving the cluster CIDR is masqueraded"
+        );
 
         // Removing the peer removes the path.
         cni_a.sync_peers(&[]).await.expect("sync A to nothing");
