@@ -397,3 +397,34 @@ fn gc_releases_dead_pods() {
         );
     });
 }
+
+/// The agent runs on a multi-thread runtime: start, attach and detach work there too.
+#[test]
+fn works_on_a_multi_thread_runtime() {
+    require_root();
+    std::thread::spawn(|| {
+        // SAFETY: unshare affects only this thread, which nobody else uses.
+        assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0);
+        // Workers are created now, so they share this thread's private namespace.
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let mut scratch = Scratch::new();
+            let (_h, cni) = single_node(&scratch, "10.42.3.0/24", Backend::Vxlan).await;
+            let cni = std::sync::Arc::new(cni);
+            let ns = scratch.netns("pod1");
+            let task = tokio::spawn({
+                let cni = cni.clone();
+                async move { cni.attach("uid-1", &ns).await }
+            });
+            let p = task.await.expect("task").expect("attach");
+            assert_eq!(p.gateway, ip("10.42.3.1"));
+            cni.detach("uid-1").await.expect("detach");
+        });
+    })
+    .join()
+    .unwrap_or_else(|e| std::panic::resume_unwind(e));
+}
