@@ -9,10 +9,11 @@
 
 mod common;
 
-use common::cluster::{leftovers, Cluster};
+use common::cluster::{leftovers, remove_stale_clusters, require_environment, Cluster};
 use common::eventually;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
+use std::process::{Child, Command};
 use std::time::Duration;
 
 fn pod_cidr(c: &Cluster, i: usize) -> String {
@@ -197,4 +198,57 @@ fn a_dropped_cluster_leaves_nothing_behind() {
         .unwrap_or_else(|_| Vec::new());
     let left: Vec<_> = cgroups.iter().filter(|p| p.exists()).collect();
     assert!(left.is_empty(), "pod cgroups left behind: {left:?}");
+}
+
+fn run(cmd: &[&str]) {
+    let out = Command::new(cmd[0]).args(&cmd[1..]).output().expect(cmd[0]);
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn exited(child: &mut Child) -> bool {
+    eventually(10, || matches!(child.try_wait(), Ok(Some(_))))
+}
+
+#[test]
+fn clusters_of_dead_test_processes_are_removed() {
+    require_environment();
+    // The pid of a process that is gone: what a killed test run leaves behind.
+    let mut gone = Command::new("true").spawn().expect("true");
+    gone.wait().expect("wait");
+    let key = format!("{}-0", gone.id());
+    let netns = format!("k3rs-{key}-node-1");
+    let dir = std::env::temp_dir().join(format!("k3rs-cluster-{key}-stale"));
+    std::fs::create_dir_all(dir.join("mnt")).expect("stale dir");
+    std::fs::write(dir.join("k3rs.log"), "").expect("stale file");
+    run(&["ip", "netns", "add", &netns]);
+    let mnt = dir.join("mnt").to_string_lossy().into_owned();
+    run(&["mount", "-t", "tmpfs", "stale", &mnt]);
+    // One process in the stale node namespace, one naming the stale dir.
+    let mut in_ns = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{netns}"))
+        .args(["sleep", "600"])
+        .spawn()
+        .expect("nsenter (util-linux)");
+    let mut names_dir = Command::new("tail")
+        .arg("-f")
+        .arg(dir.join("k3rs.log"))
+        .spawn()
+        .expect("tail");
+
+    remove_stale_clusters();
+
+    assert!(
+        exited(&mut in_ns),
+        "process in the stale namespace still runs"
+    );
+    assert!(
+        exited(&mut names_dir),
+        "process naming the stale dir still runs"
+    );
+    let left = leftovers(vec![netns], dir);
+    assert!(left.is_empty(), "left behind: {left:#?}");
 }

@@ -13,6 +13,12 @@
 //! `<tmp>/k3rs-cluster-<pid>-<n>-*`, so parallel clusters never collide and the remains of
 //! a dead test process are found and removed when the next harness starts.
 //!
+//! Agents reach the server with what joining will give them (token join is a later issue;
+//! `Cluster::join_agent` is the one place to change): node credentials
+//! (`system:node:node-<i>`) and a kubelet serving certificate for the node's LAN address,
+//! issued from the server's CAs into `<data-dir>/agent`, and a kubeconfig for
+//! https://172.30.0.11:6443.
+//!
 //! Drop removes everything (also after a panic): pods, node processes, leftover
 //! processes, mounts and cgroups, namespaces and the dir.
 //!
@@ -93,6 +99,7 @@ impl ClusterBuilder {
     pub fn start(self) -> Cluster {
         require_environment();
         cleanup_stale_once();
+        let started = std::time::Instant::now();
         static COUNTER: AtomicUsize = AtomicUsize::new(0);
         let prefix = format!(
             "k3rs-{}-{}",
@@ -136,6 +143,12 @@ impl ClusterBuilder {
         for i in 1..=c.nodes.len() {
             c.wait_node_ready(i);
         }
+        eprintln!(
+            "cluster harness: {} node(s) Ready in {:.1}s ({})",
+            c.nodes.len(),
+            started.elapsed().as_secs_f64(),
+            c.dir.display()
+        );
         c
     }
 }
@@ -388,7 +401,8 @@ impl Cluster {
         self.node_mut(i).kill9();
     }
 
-    /// Stops and starts node `i`, then waits until the API (node 1) answers.
+    /// Stops and starts node `i` (for node 1, also waits until the API answers). The node's
+    /// Ready condition may still be the old one: wait for what the test needs.
     pub fn restart_node(&mut self, i: usize) {
         self.stop_node(i);
         self.start_node(i);
@@ -496,13 +510,20 @@ pub fn leftovers(netns: Vec<String>, dir: PathBuf) -> Vec<String> {
     cleanup::remaining(&cleanup::Owned { netns, dir })
 }
 
+/// Removes what is left of clusters whose test process is gone (namespaces
+/// `k3rs-<pid>-<n>-*`, dirs `<tmp>/k3rs-cluster-<pid>-<n>-*`, their processes and mounts).
+/// [`ClusterBuilder::start`] does this once per process.
+pub fn remove_stale_clusters() {
+    cleanup::remove_stale();
+}
+
 fn cleanup_stale_once() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(cleanup::remove_stale);
 }
 
 /// Fails loudly unless this is root with iproute2, containerd, runc, busybox and kubectl.
-fn require_environment() {
+pub fn require_environment() {
     images::require_agent_environment("cluster");
     for (bin, pkg) in [("ip", "iproute2"), ("kubectl", "kubectl (see README)")] {
         let found = std::env::var_os("PATH")
