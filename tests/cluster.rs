@@ -252,3 +252,19 @@ fn clusters_of_dead_test_processes_are_removed() {
     let left = leftovers(vec![netns], dir);
     assert!(left.is_empty(), "left behind: {left:#?}");
 }
+
+#[test]
+fn a_cluster_is_removed_when_its_test_panics() {
+    let names = std::sync::Mutex::new(None);
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let c = Cluster::start(1);
+        c.run_pod("doomed", 1, "sleep 3600");
+        c.wait_pod_running("doomed");
+        *names.lock().unwrap() = Some((c.netns_names(), c.dir().to_path_buf()));
+        panic!("a test failing on purpose with a running pod");
+    }));
+    assert!(result.is_err());
+    let (netns, dir) = names.into_inner().unwrap().expect("cluster started");
+    let left = leftovers(netns, dir);
+    assert!(left.is_empty(), "left behind: {left:#?}");
+}

@@ -288,7 +288,8 @@ impl Cluster {
         let (bin, args) = cmd.split_first().expect("a command");
         let mut c = Command::new(bin);
         c.args(args).stdin(Stdio::null());
-        lan::enter(&mut c, &self.netns_path(i));
+        lan::enter(&mut c, &self.netns_path(i))
+            .unwrap_or_else(|e| panic!("cannot enter node {i}'s namespace: {e}"));
         c.output()
             .unwrap_or_else(|e| panic!("cannot run {bin} in node {i}'s namespace: {e}"))
     }
@@ -336,6 +337,13 @@ impl Cluster {
     }
 
     fn kubectl_input(&self, args: &[&str], input: Option<&str>) -> Run {
+        self.try_kubectl(args, input).unwrap_or_else(|e| {
+            panic!("cannot run kubectl in node 1's namespace: {e}; kubectl must be on PATH")
+        })
+    }
+
+    /// kubectl without panicking (for Drop, which may run while a panic unwinds).
+    fn try_kubectl(&self, args: &[&str], input: Option<&str>) -> std::io::Result<Run> {
         let mut c = Command::new("kubectl");
         c.args(args)
             .envs([
@@ -346,22 +354,27 @@ impl Cluster {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        lan::enter(&mut c, &self.netns_path(1));
-        let mut child = c
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run kubectl: {e}; kubectl must be on PATH"));
+        lan::enter(&mut c, &self.netns_path(1))?;
+        let mut child = c.spawn()?;
         // Without input, stdin closes at once (dropped here).
-        let mut stdin = child.stdin.take().expect("kubectl stdin");
-        if let Some(i) = input {
-            stdin.write_all(i.as_bytes()).expect("write kubectl stdin");
+        if let (Some(mut stdin), Some(i)) = (child.stdin.take(), input) {
+            stdin.write_all(i.as_bytes())?;
         }
-        drop(stdin);
-        let out = child.wait_with_output().expect("kubectl");
-        Run {
+        let out = child.wait_with_output()?;
+        Ok(Run {
             code: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        })
+    }
+
+    /// kubectl for cleanup: failures (also failing to start it) are a non-zero exit.
+    pub(crate) fn kubectl_quiet(&self, args: &[&str]) -> Run {
+        self.try_kubectl(args, None).unwrap_or_else(|e| Run {
+            code: -1,
+            stdout: String::new(),
+            stderr: e.to_string(),
+        })
     }
 
     /// `kubectl apply -f -` of `yaml`; fails the test when kubectl does.

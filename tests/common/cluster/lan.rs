@@ -130,10 +130,9 @@ pub fn set_connected(lan: &str, i: usize, up: bool) {
 
 /// Makes `cmd` start inside the network namespace at `netns` (a file under /run/netns).
 /// Only the network namespace changes: mounts stay shared with the host.
-#[track_caller]
-pub fn enter(cmd: &mut Command, netns: &Path) {
+pub fn enter(cmd: &mut Command, netns: &Path) -> std::io::Result<()> {
     let ns = File::open(netns)
-        .unwrap_or_else(|e| panic!("cannot open network namespace {}: {e}", netns.display()));
+        .map_err(|e| std::io::Error::new(e.kind(), format!("open {}: {e}", netns.display())))?;
     // SAFETY: the closure runs between fork and exec and only calls setns(2), which is
     // async-signal-safe; `ns` is moved in so its descriptor stays open until then (it is
     // close-on-exec, so the child does not keep it).
@@ -145,6 +144,7 @@ pub fn enter(cmd: &mut Command, netns: &Path) {
             Ok(())
         });
     }
+    Ok(())
 }
 
 /// Names under /run/netns.

@@ -109,7 +109,8 @@ impl Node {
         c.stdin(Stdio::null())
             .stdout(log.try_clone().expect("node log"))
             .stderr(log);
-        lan::enter(&mut c, &lan::netns_path(&self.netns));
+        lan::enter(&mut c, &lan::netns_path(&self.netns))
+            .unwrap_or_else(|e| panic!("{}: {e}", self.name));
         self.child = Some(
             c.spawn()
                 .unwrap_or_else(|e| panic!("start {}: {e}", self.name)),

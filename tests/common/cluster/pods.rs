@@ -54,23 +54,23 @@ impl Cluster {
     /// Deletes every pod and waits (at most 30 s) until the running agents have removed
     /// them, so containers stop the way a user's would. Never panics: runs in Drop.
     pub(super) fn delete_pods_for_cleanup(&self) {
-        let listed = self.kubectl(&["get", "pods", "-A", "-o", "name"]);
+        let listed = self.kubectl_quiet(&["get", "pods", "-A", "-o", "name"]);
         if listed.code != 0 || listed.stdout.trim().is_empty() {
             return;
         }
         let delete: Vec<&str> = "delete pods --all --all-namespaces --grace-period=1 --wait=false"
             .split(' ')
             .collect();
-        let _ = self.kubectl(&delete);
+        self.kubectl_quiet(&delete);
         // Pods of a stopped node never go away by themselves; the purge kills their
         // containers instead.
         let running: Vec<String> = (1..=self.len())
-            .filter(|&i| self.pid(i).is_some())
+            .filter(|&i| self.nodes[i - 1].child.is_some())
             .map(|i| self.node_name(i))
             .collect();
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            let r = self.kubectl(&[
+            let r = self.kubectl_quiet(&[
                 "get",
                 "pods",
                 "-A",
