@@ -46,7 +46,7 @@ fn lease(c: &Cluster, i: usize) -> String {
 
 #[test]
 fn three_nodes_join_with_distinct_pod_cidrs() {
-    let c = Cluster::start(3);
+    let mut c = Cluster::start(3);
     let wide = c.kubectl(&["get", "nodes", "-o", "wide"]);
     let out = wide.ok();
     for i in 1..=3 {
@@ -74,6 +74,24 @@ fn three_nodes_join_with_distinct_pod_cidrs() {
             "podCIDR {cidr} outside the default cluster CIDR 10.42.0.0/16"
         );
     }
+
+    // Removing a node stops it and takes it out of the cluster.
+    c.remove_node(3);
+    assert_eq!(c.pid(3), None);
+    assert_eq!(
+        c.jsonpath("nodes", "{.items[*].metadata.name}"),
+        "node-1 node-2"
+    );
+}
+
+fn pod_log_dirs(c: &Cluster, i: usize) -> Vec<String> {
+    std::fs::read_dir(c.pod_log_dir(i))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 #[test]
@@ -93,15 +111,21 @@ fn pods_run_on_every_node() {
         let ok = eventually(30, || c.kubectl(&["logs", &pod]).stdout == "started\n");
         let r = c.kubectl(&["logs", &pod]);
         assert!(ok, "kubectl logs {pod}: {} {}", r.stdout, r.stderr);
-        // Its containers live in that node's containerd and no other.
-        assert!(
-            c.pod_log_dir(i)
-                .read_dir()
-                .map(|mut d| d.next().is_some())
-                .unwrap_or(false),
-            "no container logs under {}",
-            c.pod_log_dir(i).display()
-        );
+        // So does exec, which later cross-node tests use to reach other pods.
+        let exec = c.kubectl(&["exec", &pod, "--", "sh", "-c", "echo exec on $(hostname)"]);
+        assert_eq!(exec.ok(), format!("exec on {pod}\n"));
+        // Its container ran on that node and no other (logs under the node's own dir).
+        for j in 1..=3 {
+            let has = pod_log_dirs(&c, j)
+                .iter()
+                .any(|d| d.starts_with(&format!("default_{pod}_")));
+            assert_eq!(
+                has,
+                i == j,
+                "{pod}'s logs on node {j}: {:?}",
+                pod_log_dirs(&c, j)
+            );
+        }
     }
 }
 
