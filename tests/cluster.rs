@@ -22,13 +22,15 @@ fn pod_cidr(c: &Cluster, i: usize) -> String {
 
 /// Waits until every node has a podCIDR (the IPAM controller works asynchronously).
 fn pod_cidrs(c: &Cluster) -> Vec<String> {
-    let ok = eventually(30, || (1..=c.len()).all(|i| !pod_cidr(c, i).is_empty()));
+    let ok = eventually(30, || {
+        (1..=c.node_count()).all(|i| !pod_cidr(c, i).is_empty())
+    });
     assert!(
         ok,
         "not every node got a podCIDR:\n{}",
         c.kubectl(&["get", "nodes", "-o", "yaml"]).stdout
     );
-    (1..=c.len()).map(|i| pod_cidr(c, i)).collect()
+    (1..=c.node_count()).map(|i| pod_cidr(c, i)).collect()
 }
 
 fn lease(c: &Cluster, i: usize) -> String {

@@ -64,7 +64,7 @@ impl Cluster {
         self.kubectl_quiet(&delete);
         // Pods of a stopped node never go away by themselves; the purge kills their
         // containers instead.
-        let running: Vec<String> = (1..=self.len())
+        let running: Vec<String> = (1..=self.node_count())
             .filter(|&i| self.nodes[i - 1].child.is_some())
             .map(|i| self.node_name(i))
             .collect();
