@@ -13,7 +13,7 @@ use common::cluster::{leftovers, remove_stale_clusters, require_environment, Clu
 use common::eventually;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::process::{Child, Command};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 fn pod_cidr(c: &Cluster, i: usize) -> String {
@@ -235,17 +235,40 @@ fn run(cmd: &[&str]) {
     );
 }
 
-fn exited(child: &mut Child) -> bool {
-    eventually(10, || matches!(child.try_wait(), Ok(Some(_))))
+/// A process the test started; killed when the test ends, pass or fail. Its output goes
+/// nowhere, so it never holds the test runner's pipes open.
+struct Spawned(Child);
+
+impl Spawned {
+    fn new(cmd: &mut Command) -> Spawned {
+        Spawned(
+            cmd.stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("{cmd:?}: {e}")),
+        )
+    }
+
+    fn exited(&mut self) -> bool {
+        eventually(10, || matches!(self.0.try_wait(), Ok(Some(_))))
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 #[test]
 fn clusters_of_dead_test_processes_are_removed() {
     require_environment();
-    // The pid of a process that is gone: what a killed test run leaves behind.
-    let mut gone = Command::new("true").spawn().expect("true");
-    gone.wait().expect("wait");
-    let key = format!("{}-0", gone.id());
+    // A stand-in for a test process: alive while its cluster is made (so no other
+    // harness's stale sweep takes it half-made), then killed like an aborted test run.
+    let mut owner = Spawned::new(Command::new("sleep").arg("600"));
+    let key = format!("{}-0", owner.0.id());
     let netns = format!("k3rs-{key}-node-1");
     let dir = std::env::temp_dir().join(format!("k3rs-cluster-{key}-stale"));
     std::fs::create_dir_all(dir.join("mnt")).expect("stale dir");
@@ -254,25 +277,19 @@ fn clusters_of_dead_test_processes_are_removed() {
     let mnt = dir.join("mnt").to_string_lossy().into_owned();
     run(&["mount", "-t", "tmpfs", "stale", &mnt]);
     // One process in the stale node namespace, one naming the stale dir.
-    let mut in_ns = Command::new("nsenter")
-        .arg(format!("--net=/run/netns/{netns}"))
-        .args(["sleep", "600"])
-        .spawn()
-        .expect("nsenter (util-linux)");
-    let mut names_dir = Command::new("tail")
-        .arg("-f")
-        .arg(dir.join("k3rs.log"))
-        .spawn()
-        .expect("tail");
+    let mut in_ns = Spawned::new(
+        Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{netns}"))
+            .args(["sleep", "600"]),
+    );
+    let mut names_dir = Spawned::new(Command::new("tail").arg("-f").arg(dir.join("k3rs.log")));
+    drop(owner);
 
     remove_stale_clusters();
 
+    assert!(in_ns.exited(), "process in the stale namespace still runs");
     assert!(
-        exited(&mut in_ns),
-        "process in the stale namespace still runs"
-    );
-    assert!(
-        exited(&mut names_dir),
+        names_dir.exited(),
         "process naming the stale dir still runs"
     );
     let left = leftovers(vec![netns], dir);
