@@ -267,7 +267,7 @@ fn clusters_of_dead_test_processes_are_removed() {
     require_environment();
     // A stand-in for a test process: alive while its cluster is made (so no other
     // harness's stale sweep takes it half-made), then killed like an aborted test run.
-    let mut owner = Spawned::new(Command::new("sleep").arg("600"));
+    let owner = Spawned::new(Command::new("sleep").arg("600"));
     let key = format!("{}-0", owner.0.id());
     let netns = format!("k3rs-{key}-node-1");
     let dir = std::env::temp_dir().join(format!("k3rs-cluster-{key}-stale"));

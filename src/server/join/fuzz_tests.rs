@@ -87,10 +87,7 @@ async fn random_requests_never_panic_or_5xx() {
     ];
     let methods = [Method::GET, Method::POST, Method::PUT, Method::DELETE];
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    let node_cert = Identity {
-        user: "system:node:n1".into(),
-        groups: vec!["system:nodes".into()],
-    };
+    let node_cert = Identity::new("system:node:n1", &["system:nodes"]);
     for i in 0..400u32 {
         let method = methods[rng.below(methods.len())].clone();
         let path = paths[rng.below(paths.len())];
