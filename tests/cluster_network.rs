@@ -63,8 +63,10 @@ fn probe(c: &Cluster, name: &str, i: usize, check: &str) {
     c.wait_for(90, &format!("pod/{name}"), "{.status.phase}", "Succeeded");
 }
 
+/// A shell check that fetches the httpd's page. (Not `wget -T`: busybox 1.35's static
+/// build crashes on it.)
 fn fetch(ip: &str, body: &str) -> String {
-    format!("wget -q -T 2 -O - http://{ip}:8080/ | grep -q {body}")
+    format!("timeout 3 wget -q -O - http://{ip}:8080/ | grep -q {body}")
 }
 
 /// Routes in node `i`'s namespace to the other nodes' pod subnets.
