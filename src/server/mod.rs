@@ -4,6 +4,7 @@
 pub mod bootstrap;
 pub mod controllers;
 pub mod http;
+pub mod informer;
 pub mod pki;
 pub mod registry;
 pub mod store;
