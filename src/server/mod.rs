@@ -7,6 +7,7 @@ pub mod http;
 pub mod informer;
 pub mod pki;
 pub mod registry;
+pub mod scheduler;
 pub mod store;
 
 use crate::config::ServerConfig;
@@ -120,7 +121,32 @@ pub async fn run_until(
         ready: Default::default(),
         kubelet_client: http::proxy::KubeletClient::new(&pki).context("kubelet client TLS")?,
     });
+    crate::api::defaults::set_default_toleration_seconds(
+        cfg.controllers.default_not_ready_toleration_seconds,
+        cfg.controllers.default_unreachable_toleration_seconds,
+    );
+    let informers = informer::Informers::new(registry.clone(), shutdown.clone());
+    let leader = informer::leader::start(
+        registry.clone(),
+        format!("{}_{}", cfg.node_name, crate::api::meta::new_uid()),
+        shutdown.clone(),
+    );
+    let grace = cfg.controllers.node_monitor_grace_period;
+    let leading = {
+        let (informers, stop) = (informers.clone(), shutdown.clone());
+        informer::leader::run_while_leader(leader, shutdown.clone(), move || {
+            vec![
+                tokio::spawn(scheduler::run(informers.clone(), stop.clone())),
+                tokio::spawn(controllers::node_lifecycle::run(
+                    informers.clone(),
+                    grace,
+                    stop.clone(),
+                )),
+            ]
+        })
+    };
     let controllers = [
+        tokio::spawn(leading),
         tokio::spawn(controllers::namespace::run(
             registry.clone(),
             shutdown.clone(),

@@ -51,6 +51,14 @@ const RESYNC_PERIOD: Duration = Duration::from_secs(300);
 /// How many events a slow subscriber may fall behind before it gets a `Resync` instead.
 const EVENT_BUFFER: usize = 16384;
 
+/// A resource of the built-in table by group, version and plural (`("", "v1", "pods")`).
+/// Panics on a name the table does not have: callers pass literals, so that is a bug
+/// caught by the first test that runs the caller.
+pub fn builtin(group: &str, version: &str, plural: &str) -> &'static Resource {
+    crate::api::resources::find(group, version, plural)
+        .unwrap_or_else(|| panic!("{group}/{version} {plural} is not in the resource table"))
+}
+
 /// `namespace/name` (or `name` for cluster-scoped objects): the key of the cache and
 /// the usual work-queue item.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
