@@ -125,11 +125,13 @@ pub async fn run_until(
         cfg.controllers.default_not_ready_toleration_seconds,
         cfg.controllers.default_unreachable_toleration_seconds,
     );
-    let informers = informer::Informers::new(registry.clone(), shutdown.clone());
+    // Informers and the election stop before the store closes, on every way out.
+    let (runtime_stop, runtime_rx) = tokio::sync::watch::channel(false);
+    let informers = informer::Informers::new(registry.clone(), runtime_rx.clone());
     let leader = informer::leader::start(
         registry.clone(),
         format!("{}_{}", cfg.node_name, crate::api::meta::new_uid()),
-        shutdown.clone(),
+        runtime_rx,
     );
     let grace = cfg.controllers.node_monitor_grace_period;
     let leading = {
@@ -237,6 +239,7 @@ pub async fn run_until(
     for c in controllers {
         c.abort();
     }
+    let _ = runtime_stop.send(true);
     store_dyn
         .close()
         .await

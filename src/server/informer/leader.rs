@@ -136,6 +136,7 @@ pub fn start(
                         tx.send_replace(false);
                     }
                 }
+                Err(_) if *shutdown.borrow() => return,
                 Err(e) => {
                     tracing::warn!(error = %e, "leader election: cannot read or renew the lease");
                     if *tx.borrow() && last_renew.elapsed() > RENEW_DEADLINE {

@@ -345,6 +345,7 @@ async fn run(inner: Arc<Inner>, registry: Registry, mut shutdown: watch::Receive
     'relist: loop {
         let list = match registry.list(inner.res, "", &ListOptions::default()).await {
             Ok(l) => l,
+            Err(_) if *shutdown.borrow() => return,
             Err(e) => {
                 tracing::warn!(resource = inner.res.plural, error = %e, "informer: list failed; retrying");
                 tokio::select! {
