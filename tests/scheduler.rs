@@ -2,9 +2,15 @@
 //! Node objects created through the API with a Ready status and a Lease the test renews
 //! (no containerd needed). Pods get bound and spread, unfit pods wait with upstream's
 //! FailedScheduling message until a node fits, filters and cordon are honoured, and a
-//! node whose Lease stops goes Unknown, gets the unreachable taint and loses its pods.
+//! node whose Lease stops goes Unknown, gets the unreachable taint and loses its pods;
+//! drain honours a PodDisruptionBudget. One test runs a pod on the real embedded agent
+//! (root and containerd).
 
 mod common;
+#[path = "common/images.rs"]
+mod images;
+#[path = "common/pods.rs"]
+mod pods;
 
 use common::{eventually, Server};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -442,4 +448,18 @@ fn drain_evicts_through_the_eviction_api_and_honours_a_disruption_budget() {
         .to_string();
     assert_eq!(left, "");
     s.kubectl(&["uncordon", "d1"]).ok();
+}
+
+#[test]
+fn a_pod_without_a_node_is_scheduled_onto_the_real_agent_and_runs() {
+    let s = pods::cluster();
+    let yaml = pods::pod_yaml("unbound", "Always", "sleep 3600").replace("  nodeName: test-node\n", "");
+    assert!(!yaml.contains("nodeName"));
+    s.kubectl_stdin(&["create", "-f", "-"], &yaml).ok();
+    pods::wait_for(&s, 60, "pod/unbound", "{.spec.nodeName}", "test-node");
+    pods::wait_for(&s, 120, "pod/unbound", "{.status.phase}", "Running");
+    assert_eq!(
+        events(&s, "unbound", "Scheduled"),
+        "Successfully assigned default/unbound to test-node"
+    );
 }
