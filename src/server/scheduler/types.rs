@@ -273,8 +273,7 @@ impl PodAffinityTerm {
 
     /// Whether `pod` is one of the pods this term selects.
     pub fn selects(&self, pod: &PodInfo) -> bool {
-        self.namespaces.iter().any(|n| *n == pod.namespace)
-            && self.selector.matches(Some(&pod.labels))
+        self.namespaces.contains(&pod.namespace) && self.selector.matches(Some(&pod.labels))
     }
 }
 
