@@ -15,57 +15,13 @@ mod common;
 mod images;
 
 use std::collections::HashMap;
-use std::path::Path;
-use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use common::{pct, rss_mb};
+use common::{free_port, pct, rss_mb, start_k3rs as start, start_server};
 use k3rs::agent::client::{load_kubeconfig, ApiClient};
 use serde_json::{json, Value};
 
 const IMAGE: &str = "k3rs.bench/busybox:1";
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        // SAFETY: kill has no memory preconditions.
-        unsafe {
-            libc::kill(self.0.id() as i32, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port()
-}
-
-fn start(dir: &Path, args: &[&str], log: &str) -> Proc {
-    let cfg = dir.join("config.yaml");
-    std::fs::write(&cfg, "# benchmark: settings come from flags\n").expect("config");
-    let log = std::fs::File::create(dir.join(log)).expect("log");
-    let child = Command::new(env!("CARGO_BIN_EXE_k3rs"))
-        .args(args)
-        .env("K3RS_CONFIG_FILE", &cfg)
-        .env("RUST_LOG", "warn")
-        .stdout(log.try_clone().expect("log"))
-        .stderr(log)
-        .spawn()
-        .expect("start k3rs");
-    Proc(child)
-}
 
 async fn wait_until<F, Fut>(secs: u64, what: &str, mut f: F)
 where
@@ -93,22 +49,7 @@ fn main() {
     let port = free_port().to_string();
     let kubeconfig = d.join("kubeconfig.yaml");
     let data = d.join("server-data");
-    let _server = start(
-        d,
-        &[
-            "server",
-            "--disable-agent",
-            "--bind-address",
-            "127.0.0.1",
-            "--https-listen-port",
-            &port,
-            "--data-dir",
-            &data.to_string_lossy(),
-            "--write-kubeconfig",
-            &kubeconfig.to_string_lossy(),
-        ],
-        "server.log",
-    );
+    let _server = start_server(d, &port, &data, &kubeconfig);
     let agent_data = d.join("agent-data");
     std::fs::create_dir_all(agent_data.join("agent/images")).expect("images dir");
     images::write_oci_archive(&agent_data.join("agent/images/busybox.tar"), IMAGE, false);

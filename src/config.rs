@@ -63,6 +63,32 @@ pub struct ServerConfig {
     pub verbosity: u8,
     /// The config files that were read, in the order they were applied.
     pub config_files: Vec<PathBuf>,
+    /// Settings of the in-server controllers and admission defaults.
+    pub controllers: ControllerSettings,
+}
+
+/// Settings of the controllers that k3s passes as kube-controller-manager and
+/// kube-apiserver arguments (upstream's flag names).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ControllerSettings {
+    /// `--node-monitor-grace-period`: how long a node may go without renewing its Lease
+    /// before it is marked Unknown and tainted unreachable (default 40 s).
+    pub node_monitor_grace_period: std::time::Duration,
+    /// `--default-not-ready-toleration-seconds`: the tolerationSeconds new pods get for
+    /// the not-ready NoExecute taint (default 300).
+    pub default_not_ready_toleration_seconds: i64,
+    /// `--default-unreachable-toleration-seconds`: the same for the unreachable taint.
+    pub default_unreachable_toleration_seconds: i64,
+}
+
+impl Default for ControllerSettings {
+    fn default() -> Self {
+        ControllerSettings {
+            node_monitor_grace_period: std::time::Duration::from_secs(40),
+            default_not_ready_toleration_seconds: 300,
+            default_unreachable_toleration_seconds: 300,
+        }
+    }
 }
 
 impl ServerConfig {
@@ -383,6 +409,18 @@ struct ServerArgs {
         value_name = "MODE"
     )]
     write_kubeconfig_mode: String,
+    /// Time a node may go without renewing its Lease before it is marked Unknown
+    #[arg(long, env = "K3RS_NODE_MONITOR_GRACE_PERIOD", default_value = "40s",
+          value_name = "DURATION", hide = true)]
+    node_monitor_grace_period: String,
+    /// tolerationSeconds of the not-ready NoExecute toleration added to every pod
+    #[arg(long, env = "K3RS_DEFAULT_NOT_READY_TOLERATION_SECONDS", default_value = "300",
+          value_name = "SECONDS", hide = true)]
+    default_not_ready_toleration_seconds: String,
+    /// tolerationSeconds of the unreachable NoExecute toleration added to every pod
+    #[arg(long, env = "K3RS_DEFAULT_UNREACHABLE_TOLERATION_SECONDS", default_value = "300",
+          value_name = "SECONDS", hide = true)]
+    default_unreachable_toleration_seconds: String,
 }
 
 fn cli_command() -> clap::Command {
@@ -504,6 +542,10 @@ fn validate(flag: &str, value: &str) -> Result<(), String> {
         "kubelet-port" => parse_port(value).map(drop),
         "write-kubeconfig-mode" => parse_mode(value).map(drop),
         "debug" | "disable-agent" => parse_bool(value).map(drop),
+        "node-monitor-grace-period" => parse_go_duration(value).map(drop),
+        "default-not-ready-toleration-seconds" | "default-unreachable-toleration-seconds" => {
+            parse_seconds(value).map(drop)
+        }
         "v" => parse_verbosity(value).map(drop),
         _ => Ok(()),
     }
@@ -603,7 +645,26 @@ fn resolve_server(
         parse_mode,
     )?;
 
+    let controllers = ControllerSettings {
+        node_monitor_grace_period: check(
+            "node-monitor-grace-period",
+            a.node_monitor_grace_period.trim(),
+            parse_go_duration,
+        )?,
+        default_not_ready_toleration_seconds: check(
+            "default-not-ready-toleration-seconds",
+            a.default_not_ready_toleration_seconds.trim(),
+            parse_seconds,
+        )?,
+        default_unreachable_toleration_seconds: check(
+            "default-unreachable-toleration-seconds",
+            a.default_unreachable_toleration_seconds.trim(),
+            parse_seconds,
+        )?,
+    };
+
     Ok(ServerConfig {
+        controllers,
         data_dir,
         bind_address,
         https_listen_port,
@@ -651,6 +712,44 @@ pub(crate) fn read_token(
         }
         (None, None) => Ok(None),
     }
+}
+
+/// A Go duration such as `40s`, `1m30s` or `500ms` (what kube-controller-manager takes).
+fn parse_go_duration(s: &str) -> Result<std::time::Duration, String> {
+    let bad = || "not a duration (examples: 40s, 1m30s, 500ms)".to_string();
+    let mut rest = s;
+    let mut total = std::time::Duration::ZERO;
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .ok_or_else(bad)?;
+        let n: f64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let secs = match &rest[..unit_len] {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 0.001,
+            _ => return Err(bad()),
+        };
+        total += std::time::Duration::from_secs_f64(n * secs);
+        rest = &rest[unit_len..];
+    }
+    Ok(total)
+}
+
+/// A non-negative number of seconds.
+fn parse_seconds(s: &str) -> Result<i64, String> {
+    s.parse::<i64>()
+        .ok()
+        .filter(|n| *n >= 0)
+        .ok_or_else(|| "must be a non-negative number of seconds".to_string())
 }
 
 fn parse_ip(s: &str) -> Result<IpAddr, String> {

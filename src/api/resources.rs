@@ -324,6 +324,7 @@ pub static RESOURCES: &[Resource] = &[
         typed: typed::<k8s_openapi::api::core::v1::Pod>,
         defaults: defaults::pod,
         validate: validation::pod,
+        on_create: defaults::default_toleration_seconds,
         ..res("", "v1", "Pod", "pods", "pod", true)
     },
     Resource {

@@ -5,9 +5,11 @@ pub mod bootstrap;
 pub mod controllers;
 pub mod http;
 pub mod join;
+pub mod informer;
 pub mod pki;
 pub mod rbac;
 pub mod registry;
+pub mod scheduler;
 pub mod store;
 
 use crate::config::ServerConfig;
@@ -144,7 +146,34 @@ pub async fn run_until(
             .context("agent token")?,
         ),
     });
+    crate::api::defaults::set_default_toleration_seconds(
+        cfg.controllers.default_not_ready_toleration_seconds,
+        cfg.controllers.default_unreachable_toleration_seconds,
+    );
+    // Informers and the election stop before the store closes, on every way out.
+    let (runtime_stop, runtime_rx) = tokio::sync::watch::channel(false);
+    let informers = informer::Informers::new(registry.clone(), runtime_rx.clone());
+    let leader = informer::leader::start(
+        registry.clone(),
+        format!("{}_{}", cfg.node_name, crate::api::meta::new_uid()),
+        runtime_rx,
+    );
+    let grace = cfg.controllers.node_monitor_grace_period;
+    let leading = {
+        let (informers, stop) = (informers.clone(), shutdown.clone());
+        informer::leader::run_while_leader(leader, shutdown.clone(), move || {
+            vec![
+                tokio::spawn(scheduler::run(informers.clone(), stop.clone())),
+                tokio::spawn(controllers::node_lifecycle::run(
+                    informers.clone(),
+                    grace,
+                    stop.clone(),
+                )),
+            ]
+        })
+    };
     let controllers = [
+        tokio::spawn(leading),
         tokio::spawn(controllers::namespace::run(
             registry.clone(),
             shutdown.clone(),
@@ -236,6 +265,7 @@ pub async fn run_until(
     for c in controllers {
         c.abort();
     }
+    let _ = runtime_stop.send(true);
     store_dyn
         .close()
         .await

@@ -301,6 +301,7 @@ fn sans_for_server_config() {
         debug: false,
         verbosity: 0,
         config_files: vec![],
+        controllers: Default::default(),
     };
     let s = Sans::for_server(&cfg, &["192.168.1.10".parse().unwrap()]);
     for d in [

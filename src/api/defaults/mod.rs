@@ -14,6 +14,7 @@ mod cluster;
 mod pod;
 mod service;
 mod storage;
+mod tolerations;
 mod workloads;
 
 use serde_json::{Map, Value};
@@ -23,6 +24,7 @@ pub use cluster::{namespace, node, secret};
 pub use pod::{pod, pod_spec, pod_template};
 pub use service::{service, service_keep_allocated};
 pub use storage::{persistent_volume, persistent_volume_claim};
+pub use tolerations::{default_toleration_seconds, set_default_toleration_seconds};
 pub use workloads::{daemon_set, deployment, replica_set, replication_controller, stateful_set};
 
 /// Fills in defaults on an object in place.

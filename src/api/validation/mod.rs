@@ -19,7 +19,7 @@ mod names;
 mod pod;
 mod pod_update;
 mod probe;
-mod quantity;
+pub mod quantity;
 mod service;
 mod storage;
 mod volume;

@@ -207,7 +207,7 @@ async fn handle_inner(
                 )?;
                 let mut opts = delete_options(query, Some(&obj["deleteOptions"]))?;
                 opts.dry_run |= write.dry_run;
-                reg.delete(res, ns, &info.name, &opts).await?;
+                crate::server::controllers::disruption::evict(reg, ns, &info.name, &opts).await?;
                 Ok(json_response(
                     StatusCode::CREATED,
                     &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),

@@ -136,25 +136,8 @@ pub(super) async fn bind(
             &status::success_status("", "pods", name, ""),
         ));
     }
-    let now = meta::now_rfc3339();
-    state
-        .registry
-        .update_with(res, ns, name, |pod| {
-            let current = pod["spec"]["nodeName"].as_str().unwrap_or("");
-            if !current.is_empty() {
-                return Err(ApiError::conflict_msg("", "pods", name, &format!("pod {name} is already assigned to node {current:?}")));
-            }
-            if meta::is_deleting(pod) {
-                return Err(ApiError::conflict_msg("", "pods", name, "pod is being deleted, cannot be assigned to a host"));
-            }
-            pod["spec"]["nodeName"] = json!(node);
-            let conds = pod["status"]["conditions"].as_array().cloned().unwrap_or_default();
-            let mut conds: Vec<Value> = conds.into_iter().filter(|c| c["type"] != "PodScheduled").collect();
-            conds.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now}));
-            pod["status"]["conditions"] = Value::Array(conds);
-            Ok(())
-        })
-        .await?;
+    let _ = res;
+    crate::server::scheduler::bind::bind_pod(&state.registry, ns, name, &node).await?;
     Ok(json_response(
         StatusCode::CREATED,
         &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),

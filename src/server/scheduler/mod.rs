@@ -1,0 +1,340 @@
+//! The scheduler: assigns pods without a node whose `schedulerName` is
+//! `default-scheduler` or `k3rs-scheduler` to a node.
+//!
+//! One task owns the node infos ([`cache::Cache`]) and applies pod and node informer
+//! events to them incrementally; it takes pods from a [`WorkQueue`], filters
+//! ([`filter`]) a sample of the nodes (all of them below 100, like upstream's
+//! percentageOfNodesToScore), scores ([`score`]) the feasible ones, assumes the pod on
+//! the winner and hands the binding to a bounded set of concurrent tasks, so that
+//! decisions never wait for the store. Pods that fit nowhere get `FailedScheduling`
+//! and `PodScheduled=False` and wait until a node or a placed pod changes (or 30 s).
+
+pub mod bind;
+mod cache;
+pub mod filter;
+mod score;
+pub mod types;
+
+use crate::api::meta;
+use crate::server::informer::{builtin, Informer, InformerEvent, Informers, ObjectKey, WorkQueue};
+use crate::server::registry::Registry;
+use cache::{Cache, NodeChange};
+use filter::Diagnosis;
+use serde_json::Value;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch, Semaphore};
+use types::PodInfo;
+
+/// The scheduler name pods get by default.
+pub const DEFAULT_SCHEDULER: &str = "default-scheduler";
+/// k3rs's own name for the same scheduler.
+pub const K3RS_SCHEDULER: &str = "k3rs-scheduler";
+/// Bindings in flight at once: enough to keep the store's group commit busy.
+const BIND_CONCURRENCY: usize = 128;
+/// Unschedulable pods are retried at least this often.
+const RETRY_UNSCHEDULABLE: Duration = Duration::from_secs(30);
+
+fn ours(scheduler_name: &str) -> bool {
+    scheduler_name == DEFAULT_SCHEDULER || scheduler_name == K3RS_SCHEDULER
+}
+
+/// How many feasible nodes are enough (upstream's adaptive percentageOfNodesToScore).
+fn nodes_to_find(n: usize) -> usize {
+    if n < 100 {
+        return n;
+    }
+    let pct = 50usize.saturating_sub(n / 125).max(5);
+    (n * pct / 100).max(100)
+}
+
+struct BindOutcome {
+    key: ObjectKey,
+    result: Result<(), crate::api::ApiError>,
+}
+
+struct Scheduler {
+    registry: Registry,
+    pods: Informer,
+    nodes: Informer,
+    cache: Cache,
+    queue: WorkQueue<ObjectKey>,
+    unschedulable: HashSet<ObjectKey>,
+    failures: Arc<bind::FailureEvents>,
+    binds: Arc<Semaphore>,
+    outcomes: mpsc::UnboundedSender<BindOutcome>,
+    next_start: usize,
+    rng: u64,
+}
+
+/// Runs the scheduler until `shutdown` flips.
+pub async fn run(informers: Informers, mut shutdown: watch::Receiver<bool>) {
+    let pods = informers.get(builtin("", "v1", "pods"));
+    let nodes = informers.get(builtin("", "v1", "nodes"));
+    let mut pod_events = pods.subscribe();
+    let mut node_events = nodes.subscribe();
+    pods.wait_synced().await;
+    nodes.wait_synced().await;
+    let (outcomes, mut outcome_rx) = mpsc::unbounded_channel();
+    let mut s = Scheduler {
+        registry: informers.registry().clone(),
+        pods,
+        nodes,
+        cache: Cache::default(),
+        queue: WorkQueue::new(),
+        unschedulable: HashSet::new(),
+        failures: Default::default(),
+        binds: Arc::new(Semaphore::new(BIND_CONCURRENCY)),
+        outcomes,
+        next_start: 0,
+        rng: 0x9e37_79b9_7f4a_7c15
+            ^ meta::random_bytes::<8>()
+                .iter()
+                .fold(0u64, |a, b| a << 8 | *b as u64),
+    };
+    s.rebuild();
+    tracing::info!("scheduler started");
+    let queue = s.queue.clone();
+    let mut retry = tokio::time::interval(RETRY_UNSCHEDULABLE);
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.changed() => break,
+            Some(o) = outcome_rx.recv() => s.bound(o),
+            Some(ev) = node_events.recv() => s.node_event(ev),
+            Some(ev) = pod_events.recv() => s.pod_event(ev),
+            _ = retry.tick() => s.retry_unschedulable(),
+            Some(key) = queue.get() => {
+                s.schedule_one(&key).await;
+                queue.done(&key);
+            }
+        }
+    }
+    queue.shut_down();
+}
+
+impl Scheduler {
+    /// Rebuilds the node infos from the informers (start, and after missed events),
+    /// keeping the pods whose binding is still in flight.
+    fn rebuild(&mut self) {
+        let assumed = self.cache.assumed_pods();
+        self.cache.clear();
+        for n in self.nodes.list_all() {
+            self.cache.set_node(&n);
+        }
+        for p in self.pods.list_all() {
+            self.pod_changed(&p, None);
+        }
+        for (pod, node) in assumed {
+            if !self.cache.is_placed(&pod.key()) {
+                self.cache.add_pod(pod, &node, true);
+            }
+        }
+    }
+
+    fn retry_unschedulable(&mut self) {
+        for k in self.unschedulable.drain() {
+            self.queue.add(k);
+        }
+    }
+
+    fn node_event(&mut self, ev: InformerEvent) {
+        match ev {
+            InformerEvent::Added(n) | InformerEvent::Updated { new: n, .. } => {
+                if self.cache.set_node(&n) == NodeChange::Relevant {
+                    self.retry_unschedulable();
+                }
+            }
+            InformerEvent::Deleted(n) => self.cache.remove_node(meta::name(&n)),
+            InformerEvent::Resync => self.rebuild(),
+        }
+    }
+
+    fn pod_event(&mut self, ev: InformerEvent) {
+        match ev {
+            InformerEvent::Added(p) => self.pod_changed(&p, None),
+            InformerEvent::Updated { old, new } => self.pod_changed(&new, Some(&old)),
+            InformerEvent::Deleted(p) => {
+                let key = ObjectKey::of(&p);
+                self.unschedulable.remove(&key);
+                self.failures.forget(&key.to_string());
+                if self.cache.remove_pod(&key.to_string()) {
+                    // Freed resources, ports or affinity: waiting pods may fit now.
+                    self.retry_unschedulable();
+                }
+            }
+            InformerEvent::Resync => self.rebuild(),
+        }
+    }
+
+    fn pod_changed(&mut self, p: &Value, old: Option<&Value>) {
+        let info = PodInfo::parse(p);
+        let key = ObjectKey::of(p);
+        if !info.node_name.is_empty() {
+            self.unschedulable.remove(&key);
+            if info.finished {
+                if self.cache.remove_pod(&key.to_string()) {
+                    self.retry_unschedulable();
+                }
+            } else {
+                let node = info.node_name.clone();
+                self.cache.add_pod(Arc::new(info), &node, false);
+            }
+            return;
+        }
+        if !ours(&info.scheduler_name) || info.deleting {
+            return;
+        }
+        // A waiting pod retries only when something scheduling looks at changed (not
+        // on its own status updates, such as the condition written after a failure).
+        if self.unschedulable.contains(&key) {
+            let relevant =
+                old.is_none_or(|o| o["spec"] != p["spec"] || meta::labels(o) != meta::labels(p));
+            if !relevant {
+                return;
+            }
+            self.unschedulable.remove(&key);
+        }
+        self.queue.add(key);
+    }
+
+    fn bound(&mut self, o: BindOutcome) {
+        let key = o.key.to_string();
+        match o.result {
+            Ok(()) => {
+                self.queue.forget(&o.key);
+                self.failures.forget(&key);
+            }
+            Err(e) => {
+                if self.cache.is_assumed(&key) {
+                    self.cache.remove_pod(&key);
+                }
+                // 409: bound by someone else or being deleted; the informer tells the rest.
+                if e.code != 409 && e.code != 404 {
+                    tracing::warn!(pod = %o.key, error = %e, "binding failed; retrying");
+                    self.queue.add_rate_limited(o.key);
+                }
+            }
+        }
+    }
+
+    fn random(&mut self) -> u64 {
+        // xorshift64: tie-breaking only, no security role.
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.rng
+    }
+
+    /// Picks a node, or explains why none fits.
+    fn find_node(&mut self, pod: &PodInfo) -> Result<String, Diagnosis> {
+        let n = self.cache.node_count();
+        let mut diag = Diagnosis {
+            nodes: n,
+            ..Default::default()
+        };
+        let want = nodes_to_find(n);
+        let mut feasible = Vec::new();
+        let start = self.next_start;
+        let mut visited = 0;
+        for i in 0..n {
+            visited += 1;
+            let Some(node) = self.cache.node_at((start + i) % n) else {
+                continue;
+            };
+            let failures = filter::filter(pod, node, &self.cache);
+            if failures.is_empty() {
+                feasible.push(node);
+                if feasible.len() >= want {
+                    break;
+                }
+            } else {
+                diag.add(&failures);
+            }
+        }
+        if n > 0 {
+            self.next_start = (start + visited) % n;
+        }
+        if feasible.is_empty() {
+            return Err(diag);
+        }
+        if feasible.len() == 1 {
+            return Ok(feasible[0].name.clone());
+        }
+        let scores = score::score(pod, &feasible, &self.cache);
+        let names: Vec<String> = feasible.iter().map(|n| n.name.clone()).collect();
+        let best = scores.iter().copied().max().unwrap_or(0);
+        let mut chosen = 0;
+        let mut ties = 0u64;
+        for (i, s) in scores.iter().enumerate() {
+            if *s == best {
+                ties += 1;
+                if self.random() % ties == 0 {
+                    chosen = i;
+                }
+            }
+        }
+        Ok(names[chosen].clone())
+    }
+
+    async fn schedule_one(&mut self, key: &ObjectKey) {
+        let Some(obj) = self.pods.get(&key.namespace, &key.name) else {
+            return;
+        };
+        let info = PodInfo::parse(&obj);
+        let skey = key.to_string();
+        if !info.node_name.is_empty()
+            || info.deleting
+            || !ours(&info.scheduler_name)
+            || self.cache.is_placed(&skey)
+        {
+            return;
+        }
+        match self.find_node(&info) {
+            Ok(node) => {
+                self.cache.add_pod(Arc::new(info), &node, true);
+                let Ok(permit) = self.binds.clone().acquire_owned().await else {
+                    return;
+                };
+                let (registry, tx, key) =
+                    (self.registry.clone(), self.outcomes.clone(), key.clone());
+                tokio::spawn(async move {
+                    let r = bind::bind_pod(&registry, &key.namespace, &key.name, &node).await;
+                    drop(permit);
+                    let ok = r.is_ok();
+                    let _ = tx.send(BindOutcome {
+                        key: key.clone(),
+                        result: r.map(drop),
+                    });
+                    if ok {
+                        let msg = format!("Successfully assigned {key} to {node}");
+                        bind::pod_event(
+                            &registry,
+                            &obj,
+                            "Normal",
+                            "Scheduled",
+                            &msg,
+                            DEFAULT_SCHEDULER,
+                        )
+                        .await;
+                    }
+                });
+            }
+            Err(diag) => {
+                let msg = diag.message();
+                tracing::debug!(pod = %key, message = %msg, "pod is unschedulable");
+                self.unschedulable.insert(key.clone());
+                let (registry, failures) = (self.registry.clone(), self.failures.clone());
+                tokio::spawn(async move {
+                    failures
+                        .record(&registry, &obj, &msg, DEFAULT_SCHEDULER)
+                        .await;
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

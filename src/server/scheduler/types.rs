@@ -1,0 +1,597 @@
+//! The scheduler's compact view of pods and nodes: what filters and scores need,
+//! parsed once per object change from the JSON in the informer cache, so a scheduling
+//! decision never decodes JSON or reads the store.
+
+use crate::api::meta;
+use crate::api::selector::LabelSelector;
+use crate::api::validation::quantity;
+use serde_json::{Map, Value};
+
+/// Upstream's request assumed for scoring when a container asks for no CPU (100m).
+pub const DEFAULT_MILLI_CPU: i64 = 100;
+/// ... and for memory (200 MiB).
+pub const DEFAULT_MEMORY: i64 = 200 * 1024 * 1024;
+
+/// Resource amounts the scheduler accounts: CPU in millicores, bytes otherwise.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Resources {
+    /// Millicores.
+    pub milli_cpu: i64,
+    /// Bytes of memory.
+    pub memory: i64,
+    /// Bytes of ephemeral storage.
+    pub ephemeral: i64,
+}
+
+impl Resources {
+    fn from_list(list: &Value) -> Resources {
+        let q = |k: &str| -> f64 {
+            list.get(k)
+                .and_then(quantity::text)
+                .and_then(|s| quantity::parse(&s))
+                .unwrap_or(0.0)
+        };
+        Resources {
+            milli_cpu: (q("cpu") * 1000.0).ceil() as i64,
+            memory: q("memory").ceil() as i64,
+            ephemeral: q("ephemeral-storage").ceil() as i64,
+        }
+    }
+
+    fn add(&mut self, o: &Resources) {
+        self.milli_cpu += o.milli_cpu;
+        self.memory += o.memory;
+        self.ephemeral += o.ephemeral;
+    }
+
+    fn max(&mut self, o: &Resources) {
+        self.milli_cpu = self.milli_cpu.max(o.milli_cpu);
+        self.memory = self.memory.max(o.memory);
+        self.ephemeral = self.ephemeral.max(o.ephemeral);
+    }
+}
+
+/// A taint or the effect/key/value a toleration names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Taint {
+    /// Key.
+    pub key: String,
+    /// Value (may be empty).
+    pub value: String,
+    /// NoSchedule, PreferNoSchedule or NoExecute.
+    pub effect: String,
+}
+
+impl Taint {
+    /// Parses `spec.taints[]`.
+    pub fn parse_all(node: &Value) -> Vec<Taint> {
+        node["spec"]["taints"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|t| Taint {
+                        key: s(&t["key"]),
+                        value: s(&t["value"]),
+                        effect: s(&t["effect"]),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// A pod's toleration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Toleration {
+    /// Key; empty with `Exists` tolerates every taint.
+    pub key: String,
+    /// `Equal` (default) or `Exists`.
+    pub exists: bool,
+    /// Value for `Equal`.
+    pub value: String,
+    /// Effect; empty matches all effects.
+    pub effect: String,
+    /// For NoExecute: how long the pod stays after the taint appears (None: forever).
+    pub seconds: Option<i64>,
+}
+
+impl Toleration {
+    /// Parses `spec.tolerations[]`.
+    pub fn parse_all(pod: &Value) -> Vec<Toleration> {
+        pod["spec"]["tolerations"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|t| Toleration {
+                        key: s(&t["key"]),
+                        exists: t["operator"].as_str() == Some("Exists"),
+                        value: s(&t["value"]),
+                        effect: s(&t["effect"]),
+                        seconds: t["tolerationSeconds"].as_i64(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Whether this toleration tolerates `taint` (upstream's ToleratesTaint).
+    pub fn tolerates(&self, taint: &Taint) -> bool {
+        if !self.effect.is_empty() && self.effect != taint.effect {
+            return false;
+        }
+        if !self.key.is_empty() && self.key != taint.key {
+            return false;
+        }
+        if self.exists {
+            return true;
+        }
+        // An empty key is only valid with Exists.
+        !self.key.is_empty() && self.value == taint.value
+    }
+}
+
+/// Whether some toleration tolerates `taint`.
+pub fn tolerated(tolerations: &[Toleration], taint: &Taint) -> bool {
+    tolerations.iter().any(|t| t.tolerates(taint))
+}
+
+/// One `nodeSelectorTerm`: all its requirements must hold.
+#[derive(Clone, Debug, Default)]
+pub struct NodeSelectorTerm {
+    exprs: Vec<NodeRequirement>,
+    fields: Vec<NodeRequirement>,
+}
+
+#[derive(Clone, Debug)]
+struct NodeRequirement {
+    key: String,
+    op: String,
+    values: Vec<String>,
+}
+
+impl NodeRequirement {
+    fn parse_all(v: &Value) -> Vec<NodeRequirement> {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|r| NodeRequirement {
+                        key: s(&r["key"]),
+                        op: s(&r["operator"]),
+                        values: r["values"]
+                            .as_array()
+                            .map(|v| v.iter().map(s).collect())
+                            .unwrap_or_default(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn matches(&self, value: Option<&str>) -> bool {
+        let int = |x: &str| x.parse::<i64>().ok();
+        match self.op.as_str() {
+            "In" => value.is_some_and(|v| self.values.iter().any(|x| x == v)),
+            "NotIn" => !value.is_some_and(|v| self.values.iter().any(|x| x == v)),
+            "Exists" => value.is_some(),
+            "DoesNotExist" => value.is_none(),
+            "Gt" | "Lt" => {
+                let (Some(have), Some(limit)) = (
+                    value.and_then(int),
+                    self.values.first().and_then(|x| int(x)),
+                ) else {
+                    return false;
+                };
+                if self.op == "Gt" {
+                    have > limit
+                } else {
+                    have < limit
+                }
+            }
+            _ => false,
+        }
+    }
+}
+
+impl NodeSelectorTerm {
+    fn parse(v: &Value) -> NodeSelectorTerm {
+        NodeSelectorTerm {
+            exprs: NodeRequirement::parse_all(&v["matchExpressions"]),
+            fields: NodeRequirement::parse_all(&v["matchFields"]),
+        }
+    }
+
+    /// Whether a node matches; an empty term matches nothing, as upstream.
+    pub fn matches(&self, node: &NodeInfo) -> bool {
+        if self.exprs.is_empty() && self.fields.is_empty() {
+            return false;
+        }
+        self.exprs
+            .iter()
+            .all(|r| r.matches(node.labels.get(&r.key).and_then(Value::as_str)))
+            && self
+                .fields
+                .iter()
+                .all(|r| r.key == "metadata.name" && r.matches(Some(node.name.as_str())))
+    }
+}
+
+/// A pod (anti-)affinity term.
+#[derive(Clone, Debug)]
+pub struct PodAffinityTerm {
+    /// Selects the pods the term is about.
+    pub selector: LabelSelector,
+    /// Namespaces of those pods (empty: the pod's own).
+    pub namespaces: Vec<String>,
+    /// The node label whose value defines a topology domain.
+    pub topology_key: String,
+    /// Weight for preferred terms (1-100), 0 for required ones.
+    pub weight: i64,
+}
+
+impl PodAffinityTerm {
+    fn parse(t: &Value, own_ns: &str, weight: i64) -> Option<PodAffinityTerm> {
+        let selector = match &t["labelSelector"] {
+            Value::Null => return None, // a null selector matches no pods
+            sel => LabelSelector::from_json(sel).ok()?,
+        };
+        let mut namespaces: Vec<String> = t["namespaces"]
+            .as_array()
+            .map(|a| a.iter().map(s).collect())
+            .unwrap_or_default();
+        if namespaces.is_empty() {
+            namespaces.push(own_ns.to_string());
+        }
+        Some(PodAffinityTerm {
+            selector,
+            namespaces,
+            topology_key: s(&t["topologyKey"]),
+            weight,
+        })
+    }
+
+    fn parse_list(v: &Value, own_ns: &str) -> Vec<PodAffinityTerm> {
+        v.as_array()
+            .map(|a| a.iter().filter_map(|t| Self::parse(t, own_ns, 0)).collect())
+            .unwrap_or_default()
+    }
+
+    fn parse_weighted(v: &Value, own_ns: &str) -> Vec<PodAffinityTerm> {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|w| {
+                        Self::parse(
+                            &w["podAffinityTerm"],
+                            own_ns,
+                            w["weight"].as_i64().unwrap_or(0),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Whether `pod` is one of the pods this term selects.
+    pub fn selects(&self, pod: &PodInfo) -> bool {
+        self.namespaces.contains(&pod.namespace) && self.selector.matches(Some(&pod.labels))
+    }
+}
+
+/// A host port a container asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostPort {
+    /// TCP, UDP or SCTP.
+    pub protocol: String,
+    /// Host IP (empty or 0.0.0.0: every address).
+    pub ip: String,
+    /// Port.
+    pub port: i64,
+}
+
+impl HostPort {
+    /// Whether two host ports collide (upstream: same protocol and port, and the same IP
+    /// or either is the wildcard).
+    pub fn conflicts(&self, o: &HostPort) -> bool {
+        let wild = |ip: &str| ip.is_empty() || ip == "0.0.0.0";
+        self.port == o.port
+            && self.protocol == o.protocol
+            && (wild(&self.ip) || wild(&o.ip) || self.ip == o.ip)
+    }
+}
+
+/// What the scheduler knows about one pod.
+#[derive(Clone, Debug)]
+pub struct PodInfo {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// UID.
+    pub uid: String,
+    /// Labels.
+    pub labels: Map<String, Value>,
+    /// Effective requests (max of init containers and the sum of containers, plus overhead).
+    pub requests: Resources,
+    /// Requests with upstream's non-zero defaults, used for scoring.
+    pub nonzero: Resources,
+    /// `spec.nodeSelector`.
+    pub node_selector: Vec<(String, String)>,
+    /// Required node affinity terms (ORed); None when the pod has none.
+    pub required_terms: Option<Vec<NodeSelectorTerm>>,
+    /// Preferred node affinity terms with weights.
+    pub preferred_terms: Vec<(i64, NodeSelectorTerm)>,
+    /// Tolerations.
+    pub tolerations: Vec<Toleration>,
+    /// Host ports.
+    pub host_ports: Vec<HostPort>,
+    /// Required pod affinity terms.
+    pub affinity: Vec<PodAffinityTerm>,
+    /// Required pod anti-affinity terms.
+    pub anti_affinity: Vec<PodAffinityTerm>,
+    /// Preferred pod affinity terms (positive weight) and anti-affinity (negative).
+    pub preferred_pod: Vec<PodAffinityTerm>,
+    /// UID of the controller owner, for spreading.
+    pub owner: Option<String>,
+    /// `spec.nodeName`.
+    pub node_name: String,
+    /// `spec.schedulerName`.
+    pub scheduler_name: String,
+    /// Being deleted.
+    pub deleting: bool,
+    /// Succeeded or Failed: holds no resources.
+    pub finished: bool,
+}
+
+fn s(v: &Value) -> String {
+    v.as_str().unwrap_or("").to_string()
+}
+
+fn container_requests(list: &Value) -> Vec<Resources> {
+    list.as_array()
+        .map(|a| {
+            a.iter()
+                .map(|c| Resources::from_list(&c["resources"]["requests"]))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+impl PodInfo {
+    /// Parses a pod.
+    pub fn parse(pod: &Value) -> PodInfo {
+        let spec = &pod["spec"];
+        let ns = meta::namespace(pod).to_string();
+        let containers = container_requests(&spec["containers"]);
+        let mut requests = Resources::default();
+        let mut nonzero = Resources::default();
+        for c in &containers {
+            requests.add(c);
+            nonzero.add(&Resources {
+                milli_cpu: if c.milli_cpu == 0 {
+                    DEFAULT_MILLI_CPU
+                } else {
+                    c.milli_cpu
+                },
+                memory: if c.memory == 0 {
+                    DEFAULT_MEMORY
+                } else {
+                    c.memory
+                },
+                ephemeral: c.ephemeral,
+            });
+        }
+        for c in container_requests(&spec["initContainers"]) {
+            requests.max(&c);
+            nonzero.max(&c);
+        }
+        let overhead = Resources::from_list(&spec["overhead"]);
+        requests.add(&overhead);
+        nonzero.add(&overhead);
+        let node_selector = spec["nodeSelector"]
+            .as_object()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), s(v))).collect())
+            .unwrap_or_default();
+        let na = &spec["affinity"]["nodeAffinity"];
+        let required_terms = na["requiredDuringSchedulingIgnoredDuringExecution"]
+            ["nodeSelectorTerms"]
+            .as_array()
+            .map(|a| a.iter().map(NodeSelectorTerm::parse).collect());
+        let preferred_terms = na["preferredDuringSchedulingIgnoredDuringExecution"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|p| {
+                        (
+                            p["weight"].as_i64().unwrap_or(0),
+                            NodeSelectorTerm::parse(&p["preference"]),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut host_ports = Vec::new();
+        for list in ["containers", "initContainers"] {
+            for c in spec[list].as_array().into_iter().flatten() {
+                for p in c["ports"].as_array().into_iter().flatten() {
+                    let port = p["hostPort"].as_i64().unwrap_or(0);
+                    if port > 0 {
+                        host_ports.push(HostPort {
+                            protocol: p["protocol"].as_str().unwrap_or("TCP").to_string(),
+                            ip: s(&p["hostIP"]),
+                            port,
+                        });
+                    }
+                }
+            }
+        }
+        let pa = &spec["affinity"]["podAffinity"];
+        let paa = &spec["affinity"]["podAntiAffinity"];
+        let mut preferred_pod = PodAffinityTerm::parse_weighted(
+            &pa["preferredDuringSchedulingIgnoredDuringExecution"],
+            &ns,
+        );
+        preferred_pod.extend(
+            PodAffinityTerm::parse_weighted(
+                &paa["preferredDuringSchedulingIgnoredDuringExecution"],
+                &ns,
+            )
+            .into_iter()
+            .map(|mut t| {
+                t.weight = -t.weight;
+                t
+            }),
+        );
+        let owner = pod["metadata"]["ownerReferences"]
+            .as_array()
+            .and_then(|a| a.iter().find(|o| o["controller"] == Value::Bool(true)))
+            .map(|o| s(&o["uid"]));
+        PodInfo {
+            name: meta::name(pod).to_string(),
+            uid: meta::uid(pod).to_string(),
+            labels: meta::labels(pod).cloned().unwrap_or_default(),
+            requests,
+            nonzero,
+            node_selector,
+            required_terms,
+            preferred_terms,
+            tolerations: Toleration::parse_all(pod),
+            host_ports,
+            affinity: PodAffinityTerm::parse_list(
+                &pa["requiredDuringSchedulingIgnoredDuringExecution"],
+                &ns,
+            ),
+            anti_affinity: PodAffinityTerm::parse_list(
+                &paa["requiredDuringSchedulingIgnoredDuringExecution"],
+                &ns,
+            ),
+            preferred_pod,
+            owner,
+            node_name: s(&spec["nodeName"]),
+            scheduler_name: spec["schedulerName"]
+                .as_str()
+                .unwrap_or(super::DEFAULT_SCHEDULER)
+                .to_string(),
+            deleting: meta::is_deleting(pod),
+            finished: matches!(
+                pod["status"]["phase"].as_str(),
+                Some("Succeeded" | "Failed")
+            ),
+            namespace: ns,
+        }
+    }
+
+    /// `namespace/name`.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+}
+
+/// What the scheduler knows about one node, with the pods assigned to it.
+#[derive(Clone, Debug, Default)]
+pub struct NodeInfo {
+    /// Name.
+    pub name: String,
+    /// Labels.
+    pub labels: Map<String, Value>,
+    /// Taints, plus the not-ready one the scheduler assumes when Ready is not True and
+    /// the node lifecycle controller has not tainted the node yet.
+    pub taints: Vec<Taint>,
+    /// `spec.unschedulable` (cordoned).
+    pub unschedulable: bool,
+    /// Allocatable resources.
+    pub allocatable: Resources,
+    /// Allocatable pod count.
+    pub max_pods: i64,
+    /// Sum of the requests of the pods on the node.
+    pub requested: Resources,
+    /// The same with non-zero defaults (for scoring).
+    pub nonzero_requested: Resources,
+    /// Pods on the node, by `namespace/name`.
+    pub pods: std::collections::HashMap<String, std::sync::Arc<PodInfo>>,
+    /// Pods per controller owner UID.
+    pub owner_counts: std::collections::HashMap<String, u32>,
+}
+
+impl NodeInfo {
+    /// Updates the node's own fields from a Node object, keeping its pods.
+    pub fn set_node(&mut self, node: &Value) {
+        self.name = meta::name(node).to_string();
+        self.labels = meta::labels(node).cloned().unwrap_or_default();
+        self.unschedulable = node["spec"]["unschedulable"].as_bool() == Some(true);
+        let status = &node["status"];
+        let alloc = if status["allocatable"].is_object() {
+            &status["allocatable"]
+        } else {
+            &status["capacity"]
+        };
+        self.allocatable = Resources::from_list(alloc);
+        self.max_pods = alloc
+            .get("pods")
+            .and_then(quantity::text)
+            .and_then(|p| quantity::parse(&p))
+            .map(|p| p as i64)
+            .unwrap_or(0);
+        self.taints = Taint::parse_all(node);
+        let ready = status["conditions"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
+            .map(|c| s(&c["status"]));
+        let implied = match ready.as_deref() {
+            Some("True") => None,
+            Some("Unknown") => Some(crate::server::controllers::node_lifecycle::TAINT_UNREACHABLE),
+            _ => Some(crate::server::controllers::node_lifecycle::TAINT_NOT_READY),
+        };
+        if let Some(key) = implied {
+            if !self
+                .taints
+                .iter()
+                .any(|t| t.key == key && t.effect == "NoSchedule")
+            {
+                self.taints.push(Taint {
+                    key: key.to_string(),
+                    value: String::new(),
+                    effect: "NoSchedule".to_string(),
+                });
+            }
+        }
+    }
+
+    /// Accounts a pod on this node (replacing an earlier state of the same pod).
+    pub fn add_pod(&mut self, pod: std::sync::Arc<PodInfo>) {
+        self.remove_pod(&pod.key());
+        self.requested.add(&pod.requests);
+        self.nonzero_requested.add(&pod.nonzero);
+        if let Some(o) = &pod.owner {
+            *self.owner_counts.entry(o.clone()).or_insert(0) += 1;
+        }
+        self.pods.insert(pod.key(), pod);
+    }
+
+    /// Removes a pod from the node's accounting.
+    pub fn remove_pod(&mut self, key: &str) -> bool {
+        let Some(pod) = self.pods.remove(key) else {
+            return false;
+        };
+        let sub = |a: &mut Resources, b: &Resources| {
+            a.milli_cpu -= b.milli_cpu;
+            a.memory -= b.memory;
+            a.ephemeral -= b.ephemeral;
+        };
+        sub(&mut self.requested, &pod.requests);
+        sub(&mut self.nonzero_requested, &pod.nonzero);
+        if let Some(o) = &pod.owner {
+            if let Some(n) = self.owner_counts.get_mut(o) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.owner_counts.remove(o);
+                }
+            }
+        }
+        true
+    }
+
+    /// The node's value of a topology label.
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.labels.get(key).and_then(Value::as_str)
+    }
+}
