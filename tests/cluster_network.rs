@@ -192,6 +192,14 @@ fn pod_addresses_survive_an_agent_restart_and_leave_nothing_behind() {
         1,
         &fetch(&web, "hello-from-node-2"),
     );
+    // A new pod on node 2 runs only once the restarted agent has synced; then the old
+    // pods' addresses must still be the same.
+    probe(&c, "local-after-restart", 2, &fetch(&web, "hello-from-node-2"));
+    let after: Vec<_> = pod_ips(&c)
+        .into_iter()
+        .filter(|(n, _)| !n.ends_with("-after-restart"))
+        .collect();
+    assert_eq!(after, before, "pod IPs changed after the agent re-synced");
 
     // Deleting the pods returns the addresses and removes their links and namespaces.
     c.kubectl(&[
@@ -202,9 +210,14 @@ fn pod_addresses_survive_an_agent_restart_and_leave_nothing_behind() {
         "--timeout=90s",
     ])
     .ok();
+    // Pod veths only: the node's own uplink (eth0) is a veth of the simulated LAN.
     let veths = || {
         let out = c.exec_in_node(2, &["ip", "-o", "link", "show", "type", "veth"]);
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.contains(" eth0@"))
+            .collect::<Vec<_>>()
+            .join("\n")
     };
     assert!(
         eventually(30, || veths().trim().is_empty()),
