@@ -18,7 +18,7 @@ use tokio::sync::watch;
 
 use crate::agent::client::{query_escape, ApiClient, PatchType};
 use crate::cni::ipam::Ipv4Subnet;
-use crate::cni::{Backend, Cni, NodeNetwork, Peer};
+use crate::cni::{format_mac, parse_mac, Backend, Cni, NodeNetwork, Peer};
 
 /// flannel's node annotations (k3s keeps these names; the prefix is flannel's default).
 pub const ANNOTATION_BACKEND_TYPE: &str = "flannel.alpha.coreos.com/backend-type";
@@ -121,29 +121,13 @@ fn ipv4_pod_cidr(node: &Value) -> Option<Ipv4Subnet> {
         .find_map(|c| c.parse::<Ipv4Subnet>().ok())
 }
 
-fn format_mac(mac: [u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
-fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let mut mac = [0u8; 6];
-    let mut parts = s.split(':');
-    for b in &mut mac {
-        *b = u8::from_str_radix(parts.next()?, 16).ok()?;
-    }
-    parts.next().is_none().then_some(mac)
-}
-
 /// The annotations flannel puts on its node (`backend-data` carries the VTEP MAC for
 /// vxlan, `null` for host-gw).
 fn annotations(opts: &NetworkOptions, vtep_mac: Option<[u8; 6]>) -> Value {
     let (kind, data) = match (opts.backend, vtep_mac) {
         (Backend::Vxlan, Some(mac)) => (
             "vxlan",
-            json!({"VNI": 1, "VtepMAC": format_mac(mac)}).to_string(),
+            json!({"VNI": 1, "VtepMAC": format_mac(&mac)}).to_string(),
         ),
         (Backend::Vxlan, None) => ("vxlan", "null".to_string()),
         _ => ("host-gw", "null".to_string()),
