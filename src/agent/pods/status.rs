@@ -496,4 +496,32 @@ mod tests {
         assert_eq!(ready["lastTransitionTime"], "t2");
         assert_eq!(ready["message"], "containers with unready status: [a]");
     }
+
+    #[test]
+    fn a_running_but_unready_container_keeps_the_pod_unready() {
+        let p = pod("Always");
+        let mut c = ContainerStatus::new("web", "busybox");
+        c.state = State::Running {
+            started_at: "t".into(),
+        };
+        // Past its startup probe, failing its readiness probe.
+        (c.started, c.ready) = (true, false);
+        let null = Value::Null;
+        let s = render(&view(&p, std::slice::from_ref(&c), &null));
+        assert_eq!(s["phase"], "Running");
+        assert_eq!(s["containerStatuses"][0]["started"], true);
+        assert_eq!(s["containerStatuses"][0]["ready"], false);
+        for kind in ["Ready", "ContainersReady"] {
+            let cond = s["conditions"]
+                .as_array()
+                .expect("conditions")
+                .iter()
+                .find(|c| c["type"] == kind)
+                .expect("condition")
+                .clone();
+            assert_eq!(cond["status"], "False");
+            assert_eq!(cond["reason"], "ContainersNotReady");
+            assert_eq!(cond["message"], "containers with unready status: [web]");
+        }
+    }
 }

@@ -9,8 +9,9 @@
 //! follow readiness), or a liveness/startup probe failed and the run must be killed
 //! and restarted per the restart policy. Each failed probe is recorded as an
 //! `Unhealthy` event with upstream's wording (`Liveness probe failed: HTTP probe failed
-//! with statuscode: 500`).
+//! with statuscode: 500`), repeats aggregated into one event's count ([`events`]).
 
+pub mod events;
 pub mod exec;
 pub mod grpc;
 pub mod http;

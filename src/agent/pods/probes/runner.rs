@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use super::events::Recorder;
 use super::net::{self, PodNet};
 use super::{exec, grpc, http, Health, Kind, Outcome, ProbeMsg, Targets, Timing, Tracker};
 use crate::agent::pods::PodContext;
@@ -122,6 +123,7 @@ pub(super) async fn run(
     let mut runs: Vec<Run> = Vec::new();
     let mut net = PodNet::default();
     let mut in_flight: JoinSet<Done> = JoinSet::new();
+    let mut events = Recorder::new(ctx.clone(), pod.clone());
     loop {
         let due = runs
             .iter()
@@ -146,7 +148,7 @@ pub(super) async fn run(
             }
             Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
                 if let Ok(done) = done {
-                    if let Some(msg) = finish(&ctx, &pod, &mut runs, done) {
+                    if let Some(msg) = finish(&mut events, &pod, &mut runs, done) {
                         let _ = out.send(msg);
                     }
                 }
@@ -185,7 +187,7 @@ pub(super) async fn run(
 }
 
 /// Applies one probe result to its run; a restart order when the run must die.
-fn finish(ctx: &PodContext, pod: &Pod, runs: &mut [Run], done: Done) -> Option<ProbeMsg> {
+fn finish(events: &mut Recorder, pod: &Pod, runs: &mut [Run], done: Done) -> Option<ProbeMsg> {
     let (container, id, kind, outcome) = done;
     let run = runs.iter_mut().find(|r| r.id == id)?;
     let slot = run.slots.iter_mut().find(|s| s.kind == kind)?;
@@ -195,30 +197,30 @@ fn finish(ctx: &PodContext, pod: &Pod, runs: &mut [Run], done: Done) -> Option<P
     let success = match outcome {
         Outcome::Success => true,
         Outcome::Warning(m) => {
-            ctx.event(
-                pod,
-                "Warning",
+            events.warn(
+                &container,
+                kind,
                 "ProbeWarning",
-                &format!("{label} probe warning: {m}"),
+                format!("{label} probe warning: {m}"),
             );
             true
         }
         Outcome::Failure(m) => {
             tracing::debug!(pod = ?pod.metadata.name, %container, probe = label, output = %m, "probe failed");
-            ctx.event(
-                pod,
-                "Warning",
+            events.warn(
+                &container,
+                kind,
                 "Unhealthy",
-                &format!("{label} probe failed: {m}"),
+                format!("{label} probe failed: {m}"),
             );
             false
         }
         Outcome::Error(m) => {
-            ctx.event(
-                pod,
-                "Warning",
+            events.warn(
+                &container,
+                kind,
                 "Unhealthy",
-                &format!("{label} probe errored and resulted in unknown state: {m}"),
+                format!("{label} probe errored and resulted in unknown state: {m}"),
             );
             return None;
         }
