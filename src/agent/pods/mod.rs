@@ -7,6 +7,7 @@
 pub mod backoff;
 pub mod hooks;
 pub mod image;
+pub mod probes;
 pub mod spec;
 pub mod status;
 pub mod volumes;

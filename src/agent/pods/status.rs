@@ -2,7 +2,8 @@
 //! each container: phase (upstream's `getPhase` rules), the conditions
 //! PodReadyToStartContainers, Initialized, ContainersReady, Ready and PodScheduled (with
 //! transition times kept while a condition does not change), container statuses with
-//! state, lastState and restartCount, host and pod IPs, startTime and qosClass.
+//! state, lastState, restartCount, started and ready (from the probes), host and pod
+//! IPs, startTime and qosClass.
 
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::{json, Map, Value};
@@ -69,6 +70,10 @@ pub struct ContainerStatus {
     pub restart_count: u32,
     pub state: State,
     pub last: Option<Terminated>,
+    /// Running and past its startup probe (the worker sets it from the probes).
+    pub started: bool,
+    /// Started and passing its readiness probe (the worker sets it from the probes).
+    pub ready: bool,
 }
 
 impl ContainerStatus {
@@ -84,6 +89,8 @@ impl ContainerStatus {
                 message: None,
             },
             last: None,
+            started: false,
+            ready: false,
         }
     }
 
@@ -113,7 +120,7 @@ impl ContainerStatus {
             "imageID": self.image_id,
             "ready": ready,
             "restartCount": self.restart_count,
-            "started": self.running(),
+            "started": self.started,
             "state": state,
             "lastState": match &self.last {
                 Some(t) => json!({ "terminated": t.to_json() }),
@@ -295,7 +302,7 @@ pub fn render(view: &PodView) -> Value {
     let unready: Vec<&str> = view
         .app
         .iter()
-        .filter(|c| !c.running())
+        .filter(|c| !c.ready)
         .map(|c| c.name.as_str())
         .collect();
     let list = |names: &[&str]| format!("[{}]", names.join(" "));
@@ -351,7 +358,7 @@ pub fn render(view: &PodView) -> Value {
         "containerStatuses": view
             .app
             .iter()
-            .map(|c| initializing(c, initialized).to_json(c.running() && !terminal))
+            .map(|c| initializing(c, initialized).to_json(c.ready && !terminal))
             .collect::<Vec<_>>(),
     });
     if !view.init.is_empty() {
@@ -459,6 +466,7 @@ mod tests {
         c.state = State::Running {
             started_at: "t".into(),
         };
+        (c.started, c.ready) = (true, true);
         let prev = json!({"conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": "old"}]});
         let s = render(&view(&p, std::slice::from_ref(&c), &prev));
         let ready = s["conditions"]
@@ -475,6 +483,7 @@ mod tests {
             reason: "ContainerCreating".into(),
             message: None,
         };
+        (c.started, c.ready) = (false, false);
         let s = render(&view(&p, std::slice::from_ref(&c), &prev));
         let ready = s["conditions"]
             .as_array()
@@ -486,5 +495,33 @@ mod tests {
         assert_eq!(ready["status"], "False");
         assert_eq!(ready["lastTransitionTime"], "t2");
         assert_eq!(ready["message"], "containers with unready status: [a]");
+    }
+
+    #[test]
+    fn a_running_but_unready_container_keeps_the_pod_unready() {
+        let p = pod("Always");
+        let mut c = ContainerStatus::new("web", "busybox");
+        c.state = State::Running {
+            started_at: "t".into(),
+        };
+        // Past its startup probe, failing its readiness probe.
+        (c.started, c.ready) = (true, false);
+        let null = Value::Null;
+        let s = render(&view(&p, std::slice::from_ref(&c), &null));
+        assert_eq!(s["phase"], "Running");
+        assert_eq!(s["containerStatuses"][0]["started"], true);
+        assert_eq!(s["containerStatuses"][0]["ready"], false);
+        for kind in ["Ready", "ContainersReady"] {
+            let cond = s["conditions"]
+                .as_array()
+                .expect("conditions")
+                .iter()
+                .find(|c| c["type"] == kind)
+                .expect("condition")
+                .clone();
+            assert_eq!(cond["status"], "False");
+            assert_eq!(cond["reason"], "ContainersNotReady");
+            assert_eq!(cond["message"], "containers with unready status: [web]");
+        }
     }
 }

@@ -16,7 +16,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use containerd_client::services::v1::{
-    CloseIoRequest, DeleteProcessRequest, ExecProcessRequest, GetContainerRequest,
+    CloseIoRequest, DeleteProcessRequest, ExecProcessRequest, GetContainerRequest, KillRequest,
     ResizePtyRequest, StartRequest, WaitRequest,
 };
 use serde_json::Value;
@@ -113,6 +113,21 @@ impl ExecHandle {
             .await
             .map_err(|s| not_found_or(&self.container_id, s, "wait for exec process"))?;
         Ok(resp.into_inner().exit_status)
+    }
+
+    /// Sends `signal` to the exec process (an exec probe that ran past its timeout).
+    pub async fn kill(&self, signal: u32) -> Result<(), Error> {
+        let c = &self.client;
+        c.tasks()
+            .kill(c.request(KillRequest {
+                container_id: self.container_id.clone(),
+                exec_id: self.exec_id.clone(),
+                signal,
+                all: false,
+            }))
+            .await
+            .map_err(|s| not_found_or(&self.container_id, s, "kill exec process"))?;
+        Ok(())
     }
 
     /// Removes the exited process from the shim and our FIFOs from disk.

@@ -1,8 +1,9 @@
 //! One pod's life on this node. A worker task per pod owns everything about it: the
 //! network namespace, volumes, its containers in containerd (adopted after an agent
 //! restart), restarts with back-off, graceful termination, and the status it reports.
-//! It wakes on a new version of the pod, a container exit, a back-off expiry, or a
-//! periodic resync (which also refreshes configMap/secret volumes).
+//! It wakes on a new version of the pod, a container exit, a back-off expiry, a probe
+//! result ([`super::probes`]), or a periodic resync (which also refreshes
+//! configMap/secret volumes).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -14,6 +15,7 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
 
 mod adopt;
+mod probing;
 mod start;
 mod stop;
 
@@ -22,6 +24,7 @@ use stop::{cgroup_oom_killed, read_termination_message};
 use super::backoff::{self, Backoff};
 use super::hooks;
 use super::image;
+use super::probes::{self, named_ports, ProbeMsg};
 use super::spec::{self, SpecContext};
 use super::status::{self, restart_policy, ContainerStatus, PodView, State, Terminated};
 use super::volumes::{self, host_network, Objects, PodVolumes};
@@ -49,6 +52,8 @@ struct Slot {
     live: bool,
     /// Our end of the stdin FIFO of a `stdin` + `tty` container.
     stdin: Option<std::fs::File>,
+    /// What the probes last said about the current run (`None`: nothing yet).
+    health: Option<probes::Health>,
 }
 
 impl Slot {
@@ -63,6 +68,7 @@ impl Slot {
             pull_backoff: Backoff::default(),
             live: false,
             stdin: None,
+            health: None,
         }
     }
 }
@@ -91,6 +97,10 @@ pub struct Worker {
     last_posted: Option<Value>,
     exits_tx: mpsc::UnboundedSender<ExitMsg>,
     exits_rx: mpsc::UnboundedReceiver<ExitMsg>,
+    /// The pod's probes (only for pods that have some).
+    prober: Option<probes::Prober>,
+    probe_tx: mpsc::UnboundedSender<ProbeMsg>,
+    probe_rx: mpsc::UnboundedReceiver<ProbeMsg>,
 }
 
 fn meta(pod: &Pod) -> (String, String, String) {
@@ -129,6 +139,7 @@ impl Worker {
             .map(str::to_string)
             .unwrap_or_else(now);
         let (exits_tx, exits_rx) = mpsc::unbounded_channel();
+        let (probe_tx, probe_rx) = mpsc::unbounded_channel();
         let mut w = Worker {
             ctx,
             pod,
@@ -145,6 +156,9 @@ impl Worker {
             last_posted: None,
             exits_tx,
             exits_rx,
+            prober: None,
+            probe_tx,
+            probe_rx,
         };
         w.adopt(existing);
         w
@@ -195,6 +209,7 @@ impl Worker {
                 return;
             }
             let wake = self.sync().await;
+            self.sync_probes();
             self.post_status().await;
             let sleep = wake
                 .map(|w| w.saturating_duration_since(Instant::now()))
@@ -218,6 +233,12 @@ impl Worker {
                     Some(exit) = self.exits_rx.recv() => {
                         self.on_exit(exit);
                         break;
+                    }
+                    Some(msg) = self.probe_rx.recv() => {
+                        // Readiness is posted at once: endpoints follow it.
+                        if self.on_probe(msg) {
+                            self.post_status().await;
+                        }
                     }
                     _ = tokio::time::sleep_until(deadline) => break,
                 }
@@ -390,7 +411,7 @@ impl Worker {
             .slots
             .iter()
             .filter(|s| !s.init)
-            .map(|s| s.status.clone())
+            .map(probing::shown_status)
             .collect();
         (init, app)
     }
@@ -442,15 +463,6 @@ impl Worker {
             Err(e) => tracing::warn!(pod = %self.name, error = %e, "cannot update pod status"),
         }
     }
-}
-
-/// The container's named ports (for hooks and probes that name a port).
-fn named_ports(c: &Container) -> Vec<(String, u16)> {
-    c.ports
-        .iter()
-        .flatten()
-        .filter_map(|p| Some((p.name.clone()?, u16::try_from(p.container_port).ok()?)))
-        .collect()
 }
 
 /// Whether a new version of the pod changes anything the agent acts on (spec,

@@ -4,22 +4,90 @@
 
 use super::*;
 
+/// Stopping one container run: its preStop hook, then the stop signal, then SIGKILL
+/// when the grace period (which the hook counts against) is over.
+pub(super) struct StopJob {
+    ctx: Arc<PodContext>,
+    pod: Pod,
+    id: String,
+    name: String,
+    pre_stop: Option<k8s_openapi::api::core::v1::LifecycleHandler>,
+    ports: Vec<(String, u16)>,
+    netns: Option<PathBuf>,
+    grace: Duration,
+}
+
+impl StopJob {
+    /// Runs the stop; the run's id and how it ended.
+    pub(super) async fn run(
+        self,
+    ) -> (
+        String,
+        Result<Option<crate::agent::runtime::Exit>, crate::agent::runtime::Error>,
+    ) {
+        let rt = &self.ctx.runtime;
+        let started = std::time::Instant::now();
+        if let Some(hook) = &self.pre_stop {
+            let hook = hooks::run(rt, &self.id, hook, self.netns.clone(), &self.ports);
+            match tokio::time::timeout(self.grace, hook).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => self.ctx.event(
+                    &self.pod,
+                    "Warning",
+                    "FailedPreStopHook",
+                    &format!("PreStopHook failed: {e}"),
+                ),
+                Err(_) => {
+                    tracing::info!(container = %self.name, "preStop hook did not finish within the grace period")
+                }
+            }
+        }
+        let left = self
+            .grace
+            .saturating_sub(started.elapsed())
+            .max(Duration::from_secs(2).min(self.grace));
+        let r = rt.stop(&self.id, libc::SIGTERM as u32, left).await;
+        (self.id, r)
+    }
+}
+
 impl Worker {
-    /// Stops every running container: SIGTERM (the image's stop signal), then SIGKILL
-    /// once `grace` (default: the pod's terminationGracePeriodSeconds) is over.
+    /// The pod's terminationGracePeriodSeconds (default 30 s).
+    pub(super) fn grace_period(&self) -> Duration {
+        Duration::from_secs(
+            self.pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.termination_grace_period_seconds)
+                .unwrap_or(30)
+                .max(0) as u64,
+        )
+    }
+
+    /// The stop of `slot`'s run `id` with `grace`.
+    pub(super) fn stop_job(&self, slot: &Slot, id: String, grace: Duration) -> StopJob {
+        StopJob {
+            ctx: self.ctx.clone(),
+            pod: self.pod.clone(),
+            id,
+            name: slot.spec.name.clone(),
+            pre_stop: slot
+                .spec
+                .lifecycle
+                .as_ref()
+                .and_then(|l| l.pre_stop.clone()),
+            ports: named_ports(&slot.spec),
+            netns: self.netns.clone(),
+            grace,
+        }
+    }
+
     /// Stops every running container: SIGTERM (the image's stop signal), then SIGKILL
     /// once `grace` (default: the pod's terminationGracePeriodSeconds) is over.
     pub(super) async fn terminate(&mut self, grace: Option<Duration>) {
-        let grace = grace.unwrap_or_else(|| {
-            Duration::from_secs(
-                self.pod
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.termination_grace_period_seconds)
-                    .unwrap_or(30)
-                    .max(0) as u64,
-            )
-        });
+        // The probes stop first: a dying container is not probed or restarted.
+        self.prober = None;
+        let grace = grace.unwrap_or_else(|| self.grace_period());
         let mut stops = Vec::new();
         for slot in &self.slots {
             let Some(id) = slot.id.clone() else { continue };
@@ -32,31 +100,7 @@ impl Worker {
                 "Killing",
                 &format!("Stopping container {}", slot.spec.name),
             );
-            let rt = self.ctx.runtime.clone();
-            let pre_stop = slot
-                .spec
-                .lifecycle
-                .as_ref()
-                .and_then(|l| l.pre_stop.clone());
-            let ports = named_ports(&slot.spec);
-            let netns = self.netns.clone();
-            let ctx = self.ctx.clone();
-            let pod = self.pod.clone();
-            let name = slot.spec.name.clone();
-            stops.push(tokio::spawn(async move {
-                // preStop runs first and counts against the grace period.
-                let started = std::time::Instant::now();
-                if let Some(hook) = pre_stop {
-                    match tokio::time::timeout(grace, hooks::run(&rt, &id, &hook, netns, &ports)).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => ctx.event(&pod, "Warning", "FailedPreStopHook", &format!("PreStopHook failed: {e}")),
-                        Err(_) => tracing::info!(container = %name, "preStop hook did not finish within the grace period"),
-                    }
-                }
-                let left = grace.saturating_sub(started.elapsed()).max(Duration::from_secs(2).min(grace));
-                let r = rt.stop(&id, libc::SIGTERM as u32, left).await;
-                (id, r)
-            }));
+            stops.push(tokio::spawn(self.stop_job(slot, id, grace).run()));
         }
         for s in stops {
             if let Ok((id, r)) = s.await {
