@@ -235,9 +235,8 @@ async fn handle_inner(
                     &body::read_body(body, declared_len).await?,
                     &content_type,
                 )?;
-                let v =
-                    crate::server::serviceaccount::csr::update_approval(reg, &info.name, &obj)
-                        .await?;
+                let v = crate::server::serviceaccount::csr::update_approval(reg, &info.name, &obj)
+                    .await?;
                 Ok(encode_value(StatusCode::OK, &v, enc))
             }
             ("finalize", _) => {
