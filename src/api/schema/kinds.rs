@@ -274,9 +274,16 @@ fn add_defaults(defs: &mut Map<String, Value>) {
             continue;
         };
         for (name, prop) in props.iter_mut() {
-            if name == "metadata" && target(prop).is_some() {
-                if let Some(p) = prop.as_object_mut() {
-                    p.entry("default").or_insert(json!({}));
+            if name == "metadata" {
+                if let Some(r) = target(prop) {
+                    // A bare `$ref` (no description, e.g. CertificateSigningRequest's)
+                    // may have no siblings in OpenAPI 3.0: wrap it first.
+                    if prop.get("$ref").is_some() {
+                        *prop = json!({"allOf": [{"$ref": r}]});
+                    }
+                    if let Some(p) = prop.as_object_mut() {
+                        p.entry("default").or_insert(json!({}));
+                    }
                 }
             }
             let Some(items) = prop.get_mut("items") else {
