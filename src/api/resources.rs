@@ -404,6 +404,13 @@ pub static RESOURCES: &[Resource] = &[
     },
     Resource {
         short_names: &["sa"],
+        subresources: &[Subresource {
+            name: "token",
+            group: "authentication.k8s.io",
+            version: "v1",
+            kind: "TokenRequest",
+            verbs: &["create"],
+        }],
         typed: typed::<k8s_openapi::api::core::v1::ServiceAccount>,
         ..res(
             "",
@@ -640,6 +647,31 @@ pub static RESOURCES: &[Resource] = &[
         "subjectaccessreview",
         false,
     ),
+    // certificates.k8s.io/v1
+    Resource {
+        short_names: &["csr"],
+        subresources: &[
+            Subresource {
+                name: "approval",
+                group: "certificates.k8s.io",
+                version: "v1",
+                kind: "CertificateSigningRequest",
+                verbs: SUB_RW,
+            },
+            status("certificates.k8s.io", "v1", "CertificateSigningRequest"),
+        ],
+        status: StatusPolicy::Split,
+        fields: &["spec.signerName"],
+        typed: typed::<k8s_openapi::api::certificates::v1::CertificateSigningRequest>,
+        ..res(
+            "certificates.k8s.io",
+            "v1",
+            "CertificateSigningRequest",
+            "certificatesigningrequests",
+            "certificatesigningrequest",
+            false,
+        )
+    },
     // autoscaling/v2
     Resource {
         short_names: &["hpa"],

@@ -10,6 +10,7 @@ pub mod pki;
 pub mod rbac;
 pub mod registry;
 pub mod scheduler;
+pub mod serviceaccount;
 pub mod store;
 
 use crate::config::ServerConfig;
@@ -125,6 +126,10 @@ pub async fn run_until(
         .map(|a| a.to_string())
         .unwrap_or_else(|| url_host.clone());
 
+    let service_accounts = Arc::new(
+        serviceaccount::ServiceAccounts::new(registry.clone(), &server_dir.join("tls"))
+            .context("service-account signing key")?,
+    );
     let state = Arc::new(http::AppState {
         registry: registry.clone(),
         ca_pem: pki.server_ca_pem.clone(),
@@ -132,7 +137,9 @@ pub async fn run_until(
         shutdown: shutdown.clone(),
         ready: Default::default(),
         kubelet_client: http::proxy::KubeletClient::new(&pki).context("kubelet client TLS")?,
-        authn: http::auth::Authenticator::new(),
+        authn: http::auth::Authenticator::new()
+            .with_token_authenticator(service_accounts.authenticator()),
+        service_accounts: service_accounts.clone(),
         authz,
         join: Arc::new(
             join::JoinState::new(
@@ -161,12 +168,23 @@ pub async fn run_until(
     let grace = cfg.controllers.node_monitor_grace_period;
     let leading = {
         let (informers, stop) = (informers.clone(), shutdown.clone());
+        let (root_ca, tls_dir) = (pki.server_ca_pem.clone(), server_dir.join("tls"));
         informer::leader::run_while_leader(leader, shutdown.clone(), move || {
             vec![
                 tokio::spawn(scheduler::run(informers.clone(), stop.clone())),
                 tokio::spawn(controllers::node_lifecycle::run(
                     informers.clone(),
                     grace,
+                    stop.clone(),
+                )),
+                tokio::spawn(serviceaccount::controller::run(
+                    informers.clone(),
+                    root_ca.clone(),
+                    stop.clone(),
+                )),
+                tokio::spawn(serviceaccount::csr::run_signer(
+                    informers.clone(),
+                    tls_dir.clone(),
                     stop.clone(),
                 )),
             ]

@@ -42,7 +42,7 @@ const fn entry<T: JsonSchema + k8s_openapi::Resource>() -> KindType {
 
 use k8s_openapi::api::{
     apps::v1 as apps, autoscaling::v1 as autoscaling_v1, autoscaling::v2 as autoscaling_v2,
-    batch::v1 as batch, coordination::v1 as coordination, core::v1 as core,
+    batch::v1 as batch, certificates::v1 as certificates, coordination::v1 as coordination, core::v1 as core,
     discovery::v1 as discovery, events::v1 as events, networking::v1 as networking,
     policy::v1 as policy, rbac::v1 as rbac, storage::v1 as storage,
 };
@@ -73,6 +73,7 @@ pub(super) static KINDS: &[KindType] = &[
     entry::<apps::ControllerRevision>(),
     entry::<batch::Job>(),
     entry::<batch::CronJob>(),
+    entry::<certificates::CertificateSigningRequest>(),
     entry::<autoscaling_v2::HorizontalPodAutoscaler>(),
     entry::<autoscaling_v1::Scale>(),
     entry::<coordination::Lease>(),
@@ -273,9 +274,16 @@ fn add_defaults(defs: &mut Map<String, Value>) {
             continue;
         };
         for (name, prop) in props.iter_mut() {
-            if name == "metadata" && target(prop).is_some() {
-                if let Some(p) = prop.as_object_mut() {
-                    p.entry("default").or_insert(json!({}));
+            if name == "metadata" {
+                if let Some(r) = target(prop) {
+                    // A bare `$ref` (no description, e.g. CertificateSigningRequest's)
+                    // may have no siblings in OpenAPI 3.0: wrap it first.
+                    if prop.get("$ref").is_some() {
+                        *prop = json!({"allOf": [{"$ref": r}]});
+                    }
+                    if let Some(p) = prop.as_object_mut() {
+                        p.entry("default").or_insert(json!({}));
+                    }
                 }
             }
             let Some(items) = prop.get_mut("items") else {

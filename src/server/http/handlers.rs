@@ -213,6 +213,32 @@ async fn handle_inner(
                     &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
                 ))
             }
+            ("token", "create") => {
+                let obj = body::decode_object(
+                    &body::read_body(body, declared_len).await?,
+                    &content_type,
+                )?;
+                let sa = &state.service_accounts;
+                let answer = crate::server::serviceaccount::token_request::create(
+                    reg, &sa.signer, ns, &info.name, obj,
+                )
+                .await?;
+                Ok(encode_value(StatusCode::CREATED, &answer, enc))
+            }
+            ("approval", "get") => Ok(encode_value(
+                StatusCode::OK,
+                &reg.get(res, ns, &info.name).await?.value()?,
+                enc,
+            )),
+            ("approval", "update") => {
+                let obj = body::decode_object(
+                    &body::read_body(body, declared_len).await?,
+                    &content_type,
+                )?;
+                let v = crate::server::serviceaccount::csr::update_approval(reg, &info.name, &obj)
+                    .await?;
+                Ok(encode_value(StatusCode::OK, &v, enc))
+            }
             ("finalize", _) => {
                 let obj = body::decode_object(
                     &body::read_body(body, declared_len).await?,
@@ -262,7 +288,10 @@ async fn handle_inner(
         }
         "create" => {
             let raw = body::read_body(body, declared_len).await?;
-            let obj = body::decode_object(&raw, &content_type)?;
+            let mut obj = body::decode_object(&raw, &content_type)?;
+            if res.plural == "certificatesigningrequests" {
+                crate::server::serviceaccount::csr::prepare_for_create(&mut obj, who)?;
+            }
             if res.ephemeral {
                 let answered = super::reviews::answer(&state.authz, res, who, ns, obj)?;
                 return Ok(encode_value(StatusCode::CREATED, &answered, enc));

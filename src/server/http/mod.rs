@@ -51,6 +51,8 @@ pub struct AppState {
     pub authz: Arc<crate::server::rbac::Authorizer>,
     /// The node bootstrap endpoints (`/v1-k3rs/*`).
     pub join: Arc<crate::server::join::JoinState>,
+    /// Service-account token signing (TokenRequest) and the CSR signers' CAs.
+    pub service_accounts: Arc<crate::server::serviceaccount::ServiceAccounts>,
 }
 
 /// Accepts connections until `shutdown` flips, then waits (bounded) for open requests.

@@ -124,6 +124,9 @@ impl Registry {
         initial_status(res, &mut obj);
         // Defaulting sees a new object (no uid yet), as upstream's does.
         (res.defaults)(&mut obj);
+        if res.plural == "pods" && res.group.is_empty() {
+            crate::server::serviceaccount::admission::admit_pod(self, ns, &mut obj).await?;
+        }
         let meta_map = meta::metadata_mut(&mut obj);
         meta_map.insert("uid".into(), json!(meta::new_uid()));
         meta_map.insert("creationTimestamp".into(), json!(meta::now_rfc3339()));

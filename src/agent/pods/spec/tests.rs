@@ -51,6 +51,7 @@ impl Fixture {
             objects: Objects {
                 config_maps: HashMap::from([("app".to_string(), cm)]),
                 secrets: HashMap::from([("creds".to_string(), secret)]),
+                ..Default::default()
             },
             node: test_node(),
             dir,

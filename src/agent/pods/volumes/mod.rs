@@ -14,6 +14,7 @@ mod host;
 mod podfiles;
 mod projection;
 pub(crate) mod quantity;
+pub mod satoken;
 
 use std::collections::{BTreeSet, HashMap};
 use std::io;
@@ -42,6 +43,8 @@ pub struct References {
 pub struct Objects {
     pub config_maps: HashMap<String, ConfigMap>,
     pub secrets: HashMap<String, Secret>,
+    /// Tokens for the pod's `serviceAccountToken` projections ([`satoken::ensure`]).
+    pub service_account_tokens: satoken::Tokens,
 }
 
 /// Node facts volumes and specs need.

@@ -153,8 +153,8 @@ pub fn downward_api(
 }
 
 /// A projected volume's files: every source's, later sources winning on the same
-/// path. Service account tokens, trust bundles and pod certificates are not issued
-/// yet and are left out.
+/// path. Service account tokens come from `objects` (the worker requests them); trust
+/// bundles and pod certificates are not issued yet and are left out.
 pub fn projected(
     src: &ProjectedVolumeSource,
     pod: &Pod,
@@ -193,7 +193,20 @@ pub fn projected(
             )?);
         }
         if let Some(t) = &source.service_account_token {
-            tracing::debug!(path = %t.path, "serviceAccountToken projection skipped: tokens are not issued yet");
+            let key = super::satoken::TokenKey::of(t);
+            let token = objects.service_account_tokens.get(&key).ok_or_else(|| {
+                SetUpError::Invalid(format!(
+                    "no service account token for {:?} was issued yet (audience {:?})",
+                    t.path, key.audience
+                ))
+            })?;
+            payload.insert(
+                t.path.clone(),
+                FileProjection {
+                    data: token.token.clone().into_bytes(),
+                    mode: default_mode,
+                },
+            );
         }
         if source.cluster_trust_bundle.is_some() || source.pod_certificate.is_some() {
             tracing::debug!(

@@ -408,7 +408,13 @@ fn downward_api_and_projected_volumes() {
                         ..Default::default()
                     },
                     VolumeProjection {
-                        service_account_token: Some(Default::default()),
+                        service_account_token: Some(
+                            k8s_openapi::api::core::v1::ServiceAccountTokenProjection {
+                                path: "token".into(),
+                                expiration_seconds: Some(3607),
+                                audience: None,
+                            },
+                        ),
                         ..Default::default()
                     },
                 ]),
@@ -422,6 +428,20 @@ fn downward_api_and_projected_volumes() {
         config_map("kube-root-ca.crt", &[("ca.crt", "PEM")]),
     );
     let node = test_node();
+    // Without an issued token the volume cannot be set up.
+    let err = prepare(&dir.path(), &pod, &objects, &node).unwrap_err();
+    assert!(err.to_string().contains("token"), "{err}");
+    objects.service_account_tokens.insert(
+        super::satoken::TokenKey {
+            audience: String::new(),
+            expiration_seconds: 3607,
+        },
+        super::satoken::IssuedToken {
+            token: "JWT".into(),
+            issued_at: 0,
+            expires_at: 3607,
+        },
+    );
     let v = prepare(&dir.path(), &pod, &objects, &node).expect("prepare");
     let info = &v.by_name["podinfo"];
     assert_eq!(read(&info.join("labels")), "app=\"web\"");
@@ -430,7 +450,7 @@ fn downward_api_and_projected_volumes() {
     assert_eq!(read(&proj.join("ca.crt")), "PEM");
     assert_eq!(read(&proj.join("namespace")), "default");
     assert_eq!(mode(&proj.join("ca.crt")), 0o440);
-    assert!(!proj.join("token").exists());
+    assert_eq!(read(&proj.join("token")), "JWT");
 
     // A label change reaches the file on the next prepare.
     pod.metadata

@@ -289,6 +289,14 @@ impl Worker {
                 Err(e) => return Err(e.to_string()),
             }
         }
+        objects.service_account_tokens = volumes::satoken::ensure(
+            &self.ctx.client,
+            &self.pod,
+            std::mem::take(&mut self.objects.service_account_tokens),
+            jiff::Timestamp::now().as_second(),
+        )
+        .await
+        .map_err(|e| format!("failed to fetch token: {e}"))?;
         let pod_dir = layout::pod_dir(&self.ctx.agent_dir, &self.uid);
         let facts = self.ctx.node_facts(&self.pod, self.pod_ip.as_deref());
         let pod = self.pod.clone();
