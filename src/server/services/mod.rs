@@ -64,9 +64,9 @@ struct HeldMeta {
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 struct HeldSpec {
-    #[serde(default)]
+    #[serde(default, rename = "clusterIPs")]
     cluster_ips: Vec<String>,
-    #[serde(default)]
+    #[serde(default, rename = "clusterIP")]
     cluster_ip: Option<String>,
     #[serde(default)]
     ports: Vec<HeldPort>,
