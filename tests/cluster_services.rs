@@ -191,10 +191,16 @@ fn services_reach_ready_pods_on_cluster_ip_node_port_and_load_balancer() {
         c.kubectl(&["get", "endpoints,endpointslices", "-o", "yaml"])
             .stdout
     );
-    let slice_eps = c.jsonpath(
-        "endpointslices -l kubernetes.io/service-name=web",
-        "{.items[*].endpoints[*].addresses[0]}",
-    );
+    let slice_eps = c
+        .kubectl(&[
+            "get",
+            "endpointslices",
+            "-l",
+            "kubernetes.io/service-name=web",
+            "-o",
+            "jsonpath={.items[*].endpoints[*].addresses[0]}",
+        ])
+        .stdout;
     assert_eq!(
         slice_eps.split_whitespace().count(),
         3,
