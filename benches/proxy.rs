@@ -36,7 +36,12 @@ fn service(i: usize, endpoints: usize, generation: u32) -> ServicePort {
     ServicePort {
         id: format!("bench/svc-{i}/tcp/http"),
         protocol: "tcp",
-        cluster_ip: Some(Ipv4Addr::new(10, 43, (i / 250) as u8 + 1, (i % 250) as u8 + 1)),
+        cluster_ip: Some(Ipv4Addr::new(
+            10,
+            43,
+            (i / 250) as u8 + 1,
+            (i % 250) as u8 + 1,
+        )),
         port: 80,
         node_port: None,
         external_ips: Vec::new(),
@@ -122,7 +127,8 @@ fn main() {
             ports[i].backends.clear();
         }
         let t = Instant::now();
-        rt.block_on(applier.apply(&ports)).expect("incremental update");
+        rt.block_on(applier.apply(&ports))
+            .expect("incremental update");
         times.push(t.elapsed());
     }
     times.sort();
@@ -132,9 +138,12 @@ fn main() {
         pct(&times, 0.99)
     );
 
-    // ClusterIP hop: a backend on a dummy interface, reached directly and through DNAT.
+    // ClusterIP hop: a backend on a local veth address, reached directly and through DNAT.
     sh(&["ip", "link", "set", "lo", "up"]);
-    sh(&["ip", "link", "add", "bench0", "type", "dummy"]);
+    sh(&[
+        "ip", "link", "add", "bench0", "type", "veth", "peer", "name", "bench1",
+    ]);
+    sh(&["ip", "link", "set", "bench1", "up"]);
     sh(&["ip", "addr", "add", "10.42.0.2/24", "dev", "bench0"]);
     sh(&["ip", "link", "set", "bench0", "up"]);
     let listener = TcpListener::bind("10.42.0.2:8080").expect("bind backend");
