@@ -79,6 +79,8 @@ pub struct ControllerSettings {
     pub default_not_ready_toleration_seconds: i64,
     /// `--default-unreachable-toleration-seconds`: the same for the unreachable taint.
     pub default_unreachable_toleration_seconds: i64,
+    /// `--service-node-port-range`: the ports NodePort services get (default 30000-32767).
+    pub service_node_port_range: crate::server::services::alloc::PortRange,
 }
 
 impl Default for ControllerSettings {
@@ -87,6 +89,7 @@ impl Default for ControllerSettings {
             node_monitor_grace_period: std::time::Duration::from_secs(40),
             default_not_ready_toleration_seconds: 300,
             default_unreachable_toleration_seconds: 300,
+            service_node_port_range: Default::default(),
         }
     }
 }
@@ -421,6 +424,10 @@ struct ServerArgs {
     #[arg(long, env = "K3RS_DEFAULT_UNREACHABLE_TOLERATION_SECONDS", default_value = "300",
           value_name = "SECONDS", hide = true)]
     default_unreachable_toleration_seconds: String,
+    /// A port range to reserve for services with NodePort visibility
+    #[arg(long, env = "K3RS_SERVICE_NODE_PORT_RANGE", default_value = "30000-32767",
+          value_name = "RANGE")]
+    service_node_port_range: String,
 }
 
 fn cli_command() -> clap::Command {
@@ -547,6 +554,7 @@ fn validate(flag: &str, value: &str) -> Result<(), String> {
             parse_seconds(value).map(drop)
         }
         "v" => parse_verbosity(value).map(drop),
+        "service-node-port-range" => parse_port_range(value).map(drop),
         _ => Ok(()),
     }
 }
@@ -661,6 +669,11 @@ fn resolve_server(
             a.default_unreachable_toleration_seconds.trim(),
             parse_seconds,
         )?,
+        service_node_port_range: check(
+            "service-node-port-range",
+            a.service_node_port_range.trim(),
+            parse_port_range,
+        )?,
     };
 
     Ok(ServerConfig {
@@ -685,6 +698,10 @@ fn resolve_server(
         verbosity,
         config_files,
     })
+}
+
+fn parse_port_range(v: &str) -> Result<crate::server::services::alloc::PortRange, String> {
+    v.parse()
 }
 
 /// A secret from its flag, else from its file (trimmed; an empty file is an error).

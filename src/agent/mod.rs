@@ -14,6 +14,7 @@
 //! - [`netns`]: pod network namespaces held by bind mounts under /run/k3rs/netns.
 //! - [`network`]: the node's pod network (built-in CNI on the node's podCIDR) and the
 //!   routes to the other nodes.
+//! - [`proxy`]: the service proxy (ClusterIP, NodePort, LoadBalancer in nftables).
 //! - [`layout`]: labels and paths the parts agree on.
 
 pub mod client;
@@ -27,6 +28,7 @@ pub mod netns;
 pub mod network;
 pub mod node;
 pub mod pods;
+pub mod proxy;
 pub mod runtime;
 
 use std::path::PathBuf;
@@ -176,6 +178,18 @@ pub async fn run(opts: AgentOptions, shutdown: watch::Receiver<bool>) -> anyhow:
         return Ok(());
     }
     let _ = network_ready.send(true);
+    // Services need the pod network; without it (flannel backend none) the node's
+    // firewall is left alone.
+    let proxy_task = network.as_ref().map(|_| {
+        tokio::spawn(proxy::run(
+            api.clone(),
+            proxy::ProxyOptions {
+                node_name: opts.node_name.clone(),
+                cluster_cidr: s.cluster_cidr.to_string(),
+            },
+            shutdown.clone(),
+        ))
+    });
     let ctx = Arc::new(pods::PodContext {
         client: api.clone(),
         runtime: runtime.clone(),
@@ -206,6 +220,9 @@ pub async fn run(opts: AgentOptions, shutdown: watch::Receiver<bool>) -> anyhow:
         }
     }
     let _ = pods_task.await;
+    if let Some(p) = proxy_task {
+        let _ = p.await;
+    }
     let _ = node_task.await;
     let _ = import_task.await;
     if let Some(k) = kubelet_task {

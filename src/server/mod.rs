@@ -11,6 +11,7 @@ pub mod rbac;
 pub mod registry;
 pub mod scheduler;
 pub mod serviceaccount;
+pub mod services;
 pub mod store;
 
 use crate::config::ServerConfig;
@@ -91,6 +92,12 @@ pub async fn run_until(
         .with_context(|| format!("opening the datastore {}", db_path.display()))?;
     let store_dyn: Arc<dyn store::Store> = store.clone();
     let registry = registry::Registry::new(store_dyn.clone());
+    registry.set_service_allocator(Arc::new(
+        services::ServiceAllocator::new(
+            &cfg.service_cidr,
+            cfg.controllers.service_node_port_range,
+        )?,
+    ));
     registry
         .ensure_system_namespaces()
         .await
@@ -121,6 +128,21 @@ pub async fn run_until(
         cfg.write_kubeconfig_mode,
     )
     .with_context(|| format!("writing kubeconfig {}", cfg.write_kubeconfig.display()))?;
+    let advertise_ip = cfg
+        .advertise_address
+        .or(cfg.agent.node_ip)
+        .unwrap_or_else(crate::agent::node::host::default_node_ip);
+    services::bootstrap::ensure(
+        &registry,
+        &services::bootstrap::BuiltinServices {
+            api_service_ip: cfg.api_service_ip(),
+            dns_service_ip: cfg.cluster_dns(),
+            advertise_ip,
+            port: local.port(),
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("creating the kubernetes and kube-dns services: {}", e.message))?;
     let advertise = cfg
         .advertise_address
         .map(|a| a.to_string())
@@ -187,6 +209,8 @@ pub async fn run_until(
                     tls_dir.clone(),
                     stop.clone(),
                 )),
+                tokio::spawn(controllers::endpoints::run(informers.clone(), stop.clone())),
+                tokio::spawn(services::lb::run(informers.clone(), stop.clone())),
             ]
         })
     };

@@ -3,6 +3,8 @@
 //! again from a fresh list after any restart.
 
 pub mod disruption;
+pub mod endpoints;
+pub mod endpointslices;
 pub mod gc;
 pub mod manifests;
 pub mod namespace;

@@ -137,6 +137,13 @@ impl Registry {
         if res.namespaced {
             self.check_namespace_open(ns).await?;
         }
+        // Held until the write is done, so two creates never pick the same address.
+        let _allocated = match self.service_allocator() {
+            Some(a) if res.plural == "services" && res.group.is_empty() => {
+                Some(a.allocate(&self.store, ns, &mut obj, None).await?)
+            }
+            _ => None,
+        };
         for attempt in 0..8 {
             if explicit_name.is_empty() {
                 let name = format!("{generate_name}{}", meta::random_name_suffix());

@@ -205,6 +205,9 @@ pub struct Deleted {
 #[derive(Clone)]
 pub struct Registry {
     store: Arc<dyn Store>,
+    /// ClusterIP and NodePort allocation for Services (set by the server at start; a
+    /// registry without one stores Services as given).
+    services: Arc<std::sync::OnceLock<Arc<crate::server::services::ServiceAllocator>>>,
 }
 
 fn store_err(e: StoreError) -> ApiError {
@@ -271,7 +274,21 @@ fn truncate(s: &str, n: usize) -> &str {
 impl Registry {
     /// A registry over `store`.
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Registry { store }
+        Registry {
+            store,
+            services: Default::default(),
+        }
+    }
+
+    /// Makes Service creates and updates allocate ClusterIPs and NodePorts with `alloc`
+    /// (once; later calls are ignored).
+    pub fn set_service_allocator(&self, alloc: Arc<crate::server::services::ServiceAllocator>) {
+        let _ = self.services.set(alloc);
+    }
+
+    /// The Service allocator, when the server set one.
+    pub fn service_allocator(&self) -> Option<&Arc<crate::server::services::ServiceAllocator>> {
+        self.services.get()
     }
 
     /// The underlying store.

@@ -379,6 +379,13 @@ impl Registry {
         (res.typed)(&new).map_err(|e| decode_error(res, &e))?;
         (res.defaults)(&mut new);
         (res.on_update)(&mut new, old);
+        // Held until the write is done (see create).
+        let _allocated = match self.service_allocator() {
+            Some(a) if target == Target::Main && res.plural == "services" && res.group.is_empty() => {
+                Some(a.allocate(&self.store, ns, &mut new, Some(old)).await?)
+            }
+            _ => None,
+        };
         match ownership {
             Ownership::Track => {
                 let api_version = res.api_version();
