@@ -3,6 +3,7 @@
 //! again from a fresh list after any restart.
 
 pub mod disruption;
+pub mod events;
 pub mod gc;
 pub mod manifests;
 pub mod namespace;
