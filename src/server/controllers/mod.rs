@@ -9,6 +9,7 @@ pub mod manifests;
 pub mod namespace;
 pub mod node_ipam;
 pub mod node_lifecycle;
+pub mod replicaset;
 
 /// Waits until something under `prefix` changes after `rev`, 30 s pass (a resync), or
 /// `shutdown` flips. Returns false on shutdown.
