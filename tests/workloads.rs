@@ -192,3 +192,211 @@ fn replica_set_lab_with_match_expressions() {
     );
     replica_lab(&s, "rs/web", &rs);
 }
+
+fn deployment(image: &str, cause: &str) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  annotations:\n    kubernetes.io/change-cause: {cause}\nspec:\n  replicas: 4\n  strategy:\n    rollingUpdate: {{maxSurge: 1, maxUnavailable: 1}}\n  selector:\n    matchLabels: {{app: web}}\n{}",
+        template("{app: web}", image)
+    )
+}
+
+fn images_of(pods: &[Value]) -> Vec<String> {
+    pods.iter()
+        .map(|p| {
+            p["spec"]["containers"][0]["image"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect()
+}
+
+fn rollout_status(s: &Server) {
+    let r = s.kubectl(&["rollout", "status", "deployment/web", "--timeout=120s"]);
+    assert_eq!(
+        r.code,
+        0,
+        "rollout status: {} {}\n{}\nlog:\n{}",
+        r.stdout,
+        r.stderr,
+        s.kubectl(&["get", "deploy,rs,pods", "-o", "wide"]).stdout,
+        s.log()
+    );
+    assert!(r.stdout.contains("successfully rolled out"), "{}", r.stdout);
+}
+
+/// Applies `manifest` and returns the fewest Ready pods seen while the rollout ran.
+fn roll(s: &Server, manifest: &str) -> usize {
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let poller = scope.spawn(|| {
+            let mut min = usize::MAX;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let n = active_pods(s, "app=web")
+                    .iter()
+                    .filter(|p| ready(p))
+                    .count();
+                min = min.min(n);
+            }
+            min
+        });
+        s.kubectl_stdin(&["apply", "-f", "-"], manifest).ok();
+        rollout_status(s);
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        poller.join().expect("poller")
+    })
+}
+
+#[test]
+fn deployment_rolls_out_undoes_pauses_and_restarts() {
+    let s = cluster();
+    s.kubectl_stdin(&["apply", "-f", "-"], &deployment(IMAGE_A, "image-a"))
+        .ok();
+    rollout_status(&s);
+    let pods = wait_ready_pods(&s, "app=web", 4, "created");
+    assert!(images_of(&pods).iter().all(|i| i == IMAGE_A));
+    let hash = pods[0]["metadata"]["labels"]["pod-template-hash"].clone();
+    assert!(hash.is_string(), "pod-template-hash label: {}", pods[0]);
+
+    // A → B never drops below replicas − maxUnavailable = 3 Ready pods.
+    let min = roll(&s, &deployment(IMAGE_B, "image-b"));
+    assert!(min >= 3, "only {min} Ready pods during the rollout");
+    let pods = wait_ready_pods(&s, "app=web", 4, "rolled to B");
+    assert!(
+        images_of(&pods).iter().all(|i| i == IMAGE_B),
+        "{:?}",
+        images_of(&pods)
+    );
+    assert_eq!(
+        jsonpath(
+            &s,
+            "deploy/web",
+            "{.metadata.annotations.deployment\\.kubernetes\\.io/revision}"
+        ),
+        "2"
+    );
+    let conds = jsonpath(&s, "deploy/web", "{.status.conditions[*].reason}");
+    assert!(
+        conds.contains("NewReplicaSetAvailable") && conds.contains("MinimumReplicasAvailable"),
+        "{conds}"
+    );
+
+    let history = s
+        .kubectl(&["rollout", "history", "deployment/web"])
+        .ok()
+        .to_string();
+    assert!(
+        history.contains("image-a") && history.contains("image-b"),
+        "{history}"
+    );
+
+    // Undo goes back to A: revision 1 becomes 3.
+    s.kubectl(&["rollout", "undo", "deployment/web"]).ok();
+    rollout_status(&s);
+    let pods = wait_ready_pods(&s, "app=web", 4, "undone to A");
+    assert!(
+        images_of(&pods).iter().all(|i| i == IMAGE_A),
+        "{:?}",
+        images_of(&pods)
+    );
+    assert_eq!(
+        pods[0]["metadata"]["labels"]["pod-template-hash"], hash,
+        "the old ReplicaSet is reused"
+    );
+    let history = s
+        .kubectl(&["rollout", "history", "deployment/web"])
+        .ok()
+        .to_string();
+    let revisions: Vec<&str> = history
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(revisions, ["2", "3"], "{history}");
+
+    // Undo to a named revision.
+    s.kubectl(&["rollout", "undo", "deployment/web", "--to-revision=2"])
+        .ok();
+    rollout_status(&s);
+    let pods = wait_ready_pods(&s, "app=web", 4, "undone to revision 2");
+    assert!(images_of(&pods).iter().all(|i| i == IMAGE_B));
+
+    // Paused: template changes wait; resumed, they roll out.
+    s.kubectl(&["rollout", "pause", "deployment/web"]).ok();
+    s.kubectl(&["set", "image", "deployment/web", &format!("main={IMAGE_A}")])
+        .ok();
+    let paused = eventually(20, || {
+        jsonpath(
+            &s,
+            "deploy/web",
+            "{.status.conditions[?(@.type==\"Progressing\")].reason}",
+        ) == "DeploymentPaused"
+    });
+    assert!(
+        paused,
+        "{}",
+        s.kubectl(&["get", "deploy/web", "-o", "yaml"]).stdout
+    );
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert!(
+        images_of(&active_pods(&s, "app=web"))
+            .iter()
+            .all(|i| i == IMAGE_B),
+        "paused deployment rolled"
+    );
+    s.kubectl(&["rollout", "resume", "deployment/web"]).ok();
+    rollout_status(&s);
+    let pods = wait_ready_pods(&s, "app=web", 4, "resumed");
+    assert!(images_of(&pods).iter().all(|i| i == IMAGE_A));
+
+    // Restart: every pod is replaced, the template gets restartedAt.
+    let before = names(&pods);
+    s.kubectl(&["rollout", "restart", "deployment/web"]).ok();
+    rollout_status(&s);
+    let pods = wait_ready_pods(&s, "app=web", 4, "restarted");
+    assert!(
+        names(&pods).iter().all(|n| !before.contains(n)),
+        "{:?} vs {before:?}",
+        names(&pods)
+    );
+
+    // Scale mid-way is honoured; the events describe the scaling.
+    s.kubectl(&["scale", "deployment/web", "--replicas=2"]).ok();
+    wait_ready_pods(&s, "app=web", 2, "scaled to 2");
+    let events = s
+        .kubectl(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.kind=Deployment",
+            "-o",
+            "json",
+        ])
+        .stdout;
+    assert!(events.contains("ScalingReplicaSet"), "{events}");
+}
+
+#[test]
+fn recreate_replaces_all_pods_at_once() {
+    let s = cluster();
+    let manifest = |image: &str| {
+        format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 2\n  strategy:\n    type: Recreate\n  selector:\n    matchLabels: {{app: web}}\n{}",
+            template("{app: web}", image)
+        )
+    };
+    s.kubectl_stdin(&["apply", "-f", "-"], &manifest(IMAGE_A))
+        .ok();
+    rollout_status(&s);
+    s.kubectl_stdin(&["apply", "-f", "-"], &manifest(IMAGE_B))
+        .ok();
+    rollout_status(&s);
+    let pods = wait_ready_pods(&s, "app=web", 2, "recreated");
+    assert!(images_of(&pods).iter().all(|i| i == IMAGE_B));
+    let rs = s
+        .kubectl(&["get", "rs", "-o", "jsonpath={.items[*].spec.replicas}"])
+        .stdout;
+    let mut sizes: Vec<&str> = rs.split_whitespace().collect();
+    sizes.sort();
+    assert_eq!(sizes, ["0", "2"], "{rs}");
+}

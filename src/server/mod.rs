@@ -170,6 +170,7 @@ pub async fn run_until(
                     stop.clone(),
                 )),
                 tokio::spawn(controllers::replicaset::run(informers.clone(), stop.clone())),
+                tokio::spawn(controllers::deployment::run(informers.clone(), stop.clone())),
             ]
         })
     };

@@ -2,6 +2,7 @@
 //! compares the objects with what should be and moves one step closer, and converges
 //! again from a fresh list after any restart.
 
+pub mod deployment;
 pub mod disruption;
 pub mod events;
 pub mod gc;
