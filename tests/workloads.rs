@@ -114,7 +114,7 @@ fn replica_lab(s: &Server, what: &str, manifest: &str) {
     let after = wait_ready_pods(s, "app=web", 3, "relabelled away");
     assert!(!names(&after).contains(&x));
     let released = active_pods(s, "app=database");
-    assert_eq!(names(&released), [x.clone()]);
+    assert_eq!(names(&released), std::slice::from_ref(&x));
     assert_eq!(owners(&released[0]), 0, "released pod keeps no owner");
 
     // Relabel it back: adopted again, and one pod is deleted.

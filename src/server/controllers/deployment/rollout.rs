@@ -170,7 +170,7 @@ impl Controller {
 
     /// Whether a pod of an old ReplicaSet still exists and has not finished.
     fn old_pods_running(&self, d: &Value, olds: &[Value]) -> bool {
-        let uids: Vec<&str> = olds.iter().map(|rs| meta::uid(rs)).collect();
+        let uids: Vec<&str> = olds.iter().map(meta::uid).collect();
         self.pods
             .list(meta::namespace(d), &LabelSelector::default())
             .iter()

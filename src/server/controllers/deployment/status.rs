@@ -186,7 +186,7 @@ impl Controller {
             );
         }
         let deadline = d["spec"]["progressDeadlineSeconds"].as_i64()?;
-        let new_name = new.map(|rs| meta::name(rs)).unwrap_or("");
+        let new_name = new.map(meta::name).unwrap_or("");
         let want = replicas(d);
         let old = &d["status"];
         let was = |f: &str| old[f].as_i64().unwrap_or(0);

@@ -156,7 +156,7 @@ mod tests {
 
     #[test]
     fn scale_down_prefers_unscheduled_pending_unready_newest() {
-        let mut pods = vec![
+        let mut pods = [
             pod(
                 "running-ready-old",
                 "n",
@@ -182,7 +182,7 @@ mod tests {
             pod("unscheduled", "", "Pending", false, "2024-01-01T00:00:00Z"),
         ];
         pods.sort_by(deletion_order);
-        let names: Vec<_> = pods.iter().map(|p| meta::name(p)).collect();
+        let names: Vec<_> = pods.iter().map(meta::name).collect();
         assert_eq!(
             names,
             [
