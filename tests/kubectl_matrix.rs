@@ -580,17 +580,18 @@ fn rollout(c: &Ctx) -> Check {
         ],
         "busybox:1.39",
     )?;
-    // No controllers yet, so no ReplicaSet history: kubectl says so, as upstream would.
-    c.fails_with(
+    // The Deployment controller keeps one ReplicaSet per template: undo goes back one.
+    c.says(
         &["rollout", "undo", "deployment/web"],
-        "no rollout history found for deployment \"web\"",
+        "deployment.apps/web rolled back",
     )?;
     let hist = c.k(&["rollout", "history", "deployment/web"]);
     check(
         hist.code == 0 && hist.stdout.contains("deployment.apps/web"),
         || format!("history: {} {}", hist.stdout, hist.stderr),
     )?;
-    // Without controllers the rollout never progresses: status times out cleanly.
+    // Without a node its pods never run, so the rollout never completes: status times
+    // out cleanly.
     let st = c.k(&["rollout", "status", "deployment/web", "--timeout=2s"]);
     check(
         st.code != 0

@@ -211,6 +211,8 @@ pub async fn run_until(
                 )),
                 tokio::spawn(controllers::endpoints::run(informers.clone(), stop.clone())),
                 tokio::spawn(services::lb::run(informers.clone(), stop.clone())),
+                tokio::spawn(controllers::replicaset::run(informers.clone(), stop.clone())),
+                tokio::spawn(controllers::deployment::run(informers.clone(), stop.clone())),
             ]
         })
     };
