@@ -18,6 +18,7 @@
 
 pub mod client;
 pub mod containerd;
+pub mod dns;
 pub mod images;
 pub mod join;
 pub mod kubelet;
@@ -176,6 +177,16 @@ pub async fn run(opts: AgentOptions, shutdown: watch::Receiver<bool>) -> anyhow:
         return Ok(());
     }
     let _ = network_ready.send(true);
+    let resolv_conf = dns::upstream::node_resolv_conf(s.resolv_conf.as_deref(), &agent_dir)
+        .context("choosing the node's resolv.conf")?;
+    start_dns(
+        &api,
+        &opts,
+        network.as_deref(),
+        &resolv_conf,
+        shutdown.clone(),
+    )
+    .await;
     let ctx = Arc::new(pods::PodContext {
         client: api.clone(),
         runtime: runtime.clone(),
@@ -188,6 +199,7 @@ pub async fn run(opts: AgentOptions, shutdown: watch::Receiver<bool>) -> anyhow:
         cluster_domain: opts.cluster_domain.clone(),
         registries,
         network,
+        host_resolv_conf: resolv_conf,
     });
     let pods_task = tokio::spawn(pods::run(ctx, shutdown.clone()));
     let kubelet_task = start_kubelet(
@@ -214,6 +226,30 @@ pub async fn run(opts: AgentOptions, shutdown: watch::Receiver<bool>) -> anyhow:
     ctrd.shutdown().await;
     tracing::info!("agent stopped");
     Ok(())
+}
+
+/// Starts the node-local cluster DNS server. A failure (port 53 taken by another DNS
+/// server) is logged, not fatal: pods still run, only cluster names do not resolve.
+async fn start_dns(
+    api: &client::ApiClient,
+    opts: &AgentOptions,
+    network: Option<&crate::cni::Cni>,
+    resolv_conf: &std::path::Path,
+    shutdown: watch::Receiver<bool>,
+) {
+    let dns_opts = dns::DnsOptions {
+        cluster_domain: opts.cluster_domain.clone(),
+        cluster_dns: opts
+            .cluster_dns
+            .iter()
+            .filter_map(|ip| ip.parse().ok())
+            .collect(),
+        bridge_ip: network.map(|n| crate::cni::ipam::gateway(n.config().pod_cidr)),
+        resolv_conf: resolv_conf.to_path_buf(),
+    };
+    if let Err(e) = dns::start(api, dns_opts, shutdown).await {
+        tracing::error!(error = %e, "cluster DNS is not running");
+    }
 }
 
 /// Serves the kubelet endpoint (logs, exec, attach, port-forward for the API server)
@@ -303,7 +339,9 @@ fn apply_cluster_config(
         "vxlan" => Backend::Vxlan,
         "host-gw" => Backend::HostGw,
         "none" => Backend::None,
-        other => anyhow::bail!("the server uses flannel backend {other:?}, which this agent does not support"),
+        other => anyhow::bail!(
+            "the server uses flannel backend {other:?}, which this agent does not support"
+        ),
     };
     if let Some(v4) = cluster
         .cluster_cidr
