@@ -149,7 +149,7 @@ fn cluster_dns_answers_pods_on_every_node() {
     // Runs nslookup in the client pod (node 2, answered by node 2's agent) until its
     // output has every `want` (the zone follows the API within a moment).
     let lookup = |args: &[&str], want: &[&str]| -> String {
-        let mut cmd = vec!["exec", "client", "--", "nslookup"];
+        let mut cmd = vec!["exec", "client", "--", "busybox", "nslookup"];
         cmd.extend_from_slice(args);
         let mut last = String::new();
         let ok = eventually(30, || {
@@ -236,6 +236,7 @@ fn cluster_dns_answers_pods_on_every_node() {
         "exec",
         "client",
         "--",
+        "busybox",
         "nslookup",
         "web.default.svc.cluster.local",
         &bridge,
