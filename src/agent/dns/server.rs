@@ -349,3 +349,7 @@ async fn tcp_connection(resolver: Arc<Resolver>, mut stream: TcpStream) {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "server_tests.rs"]
+mod tests;
