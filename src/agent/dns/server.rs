@@ -30,7 +30,7 @@ pub enum Handled {
     /// The answer, ready to send.
     Reply(Vec<u8>),
     /// Ask upstream (see [`Resolver::forward`]).
-    Forward(Pending),
+    Forward(Box<Pending>),
     /// Not worth an answer (not a query, or too short to carry an ID).
     Drop,
 }
@@ -134,12 +134,12 @@ impl Resolver {
                 if let Some(p) = self.forwarder.cached(&key, req.metadata.id) {
                     return Handled::Reply(p);
                 }
-                Handled::Forward(Pending {
+                Handled::Forward(Box::new(Pending {
                     raw: packet.to_vec(),
                     key,
                     chase: None,
                     limit,
-                })
+                }))
             }
             Outcome::Chase(target) => {
                 let qtype = query.query_type();
@@ -154,19 +154,19 @@ impl Resolver {
                     Ok(r) => r,
                     Err(_) => return reply(resp, req.edns.as_ref(), limit),
                 };
-                Handled::Forward(Pending {
+                Handled::Forward(Box::new(Pending {
                     raw,
                     key,
                     chase: Some((resp, target, qtype)),
                     limit,
-                })
+                }))
             }
         }
     }
 
     /// Asks upstream for a [`Pending`] query and returns the answer for the client
     /// (SERVFAIL when no upstream answers).
-    pub async fn forward(&self, p: Pending, tcp: bool) -> Vec<u8> {
+    pub async fn forward(&self, p: Box<Pending>, tcp: bool) -> Vec<u8> {
         let cached = if p.chase.is_some() {
             let id = u16::from_be_bytes([p.raw[0], p.raw[1]]);
             self.forwarder.cached(&p.key, id)
