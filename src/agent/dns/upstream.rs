@@ -52,13 +52,26 @@ pub fn usable_nameservers(text: &str, own: &[IpAddr]) -> Vec<IpAddr> {
 /// non-loopback nameserver; else systemd-resolved's file when that does; else a file
 /// written under `agent_dir` naming 8.8.8.8.
 pub fn node_resolv_conf(flag: Option<&Path>, agent_dir: &Path) -> std::io::Result<PathBuf> {
+    choose_resolv_conf(
+        flag,
+        &[Path::new(HOST_RESOLV_CONF), Path::new(SYSTEMD_RESOLV_CONF)],
+        agent_dir,
+    )
+}
+
+/// [`node_resolv_conf`] with the candidate files given (tests use their own).
+fn choose_resolv_conf(
+    flag: Option<&Path>,
+    candidates: &[&Path],
+    agent_dir: &Path,
+) -> std::io::Result<PathBuf> {
     if let Some(p) = flag {
         return Ok(p.to_path_buf());
     }
-    for candidate in [HOST_RESOLV_CONF, SYSTEMD_RESOLV_CONF] {
+    for candidate in candidates {
         if let Ok(text) = std::fs::read_to_string(candidate) {
             if !usable_nameservers(&text, &[]).is_empty() {
-                return Ok(PathBuf::from(candidate));
+                return Ok(candidate.to_path_buf());
             }
         }
     }
@@ -292,5 +305,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let flag = dir.path().join("r.conf");
         assert_eq!(node_resolv_conf(Some(&flag), dir.path()).unwrap(), flag);
+        // systemd-resolved's stub only: its list of real servers.
+        let etc = dir.path().join("etc-resolv.conf");
+        let systemd = dir.path().join("systemd-resolv.conf");
+        std::fs::write(&etc, "nameserver 127.0.0.53\nsearch lan\n").unwrap();
+        std::fs::write(&systemd, "nameserver 192.168.1.1\n").unwrap();
+        let pick = |c: &[&Path]| choose_resolv_conf(None, c, dir.path()).unwrap();
+        assert_eq!(pick(&[&etc, &systemd]), systemd);
+        // Only loopback anywhere: k3s's 8.8.8.8 file.
+        let fallback = pick(&[&etc, &dir.path().join("missing")]);
+        assert_eq!(fallback, dir.path().join("etc/resolv.conf"));
+        assert_eq!(
+            std::fs::read_to_string(fallback).unwrap(),
+            "nameserver 8.8.8.8\n"
+        );
+        let usable = dir.path().join("usable.conf");
+        std::fs::write(&usable, "nameserver 10.0.0.2\n").unwrap();
+        assert_eq!(pick(&[&usable, &systemd]), usable);
     }
 }
