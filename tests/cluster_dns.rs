@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::cluster::{ClusterBuilder, IMAGE};
+use common::cluster::{Cluster, ClusterBuilder, IMAGE};
 use common::eventually;
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::rdata::A;
@@ -115,13 +115,32 @@ fn sleeper(name: &str, node: &str, labels: &str, extra_spec: &str) -> String {
     )
 }
 
+/// Runs nslookup in the client pod (node 2, answered by node 2's agent) until its output
+/// has every `want` (the zone follows the API within a moment); returns the output.
+fn lookup(c: &Cluster, args: &[&str], want: &[&str]) -> String {
+    let mut cmd = vec!["exec", "client", "--", "busybox", "nslookup"];
+    cmd.extend_from_slice(args);
+    let mut last = String::new();
+    let ok = eventually(30, || {
+        let r = c.kubectl(&cmd);
+        last = format!("exit {}\n{}{}", r.code, r.stdout, r.stderr);
+        want.iter().all(|w| last.contains(w))
+    });
+    assert!(
+        ok,
+        "nslookup {args:?}: want {want:?} in:\n{last}\n{}",
+        c.logs_tail()
+    );
+    last
+}
+
 #[test]
 fn cluster_dns_answers_pods_on_every_node() {
     let dir = tempfile::tempdir().expect("temp dir");
     let resolv = dir.path().join("resolv.conf");
     std::fs::write(&resolv, "search k3rs.test\nnameserver 172.30.0.1\n").expect("resolv.conf");
     let resolv = resolv.to_string_lossy().into_owned();
-    let c = ClusterBuilder::new(2)
+    let mut c = ClusterBuilder::new(2)
         .server_args(&["--resolv-conf", &resolv])
         .agent_args(&["--resolv-conf", &resolv])
         .start();
@@ -146,25 +165,6 @@ fn cluster_dns_answers_pods_on_every_node() {
         "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: db-test\n  namespace: default\n  labels:\n    kubernetes.io/service-name: db\n    endpointslice.kubernetes.io/managed-by: cluster-dns-test\naddressType: IPv4\nports:\n- {{name: mysql, port: 3306, protocol: TCP}}\nendpoints:\n- addresses: [\"{db_ip}\"]\n  hostname: db-0\n  conditions: {{ready: true}}\n"
     ));
 
-    // Runs nslookup in the client pod (node 2, answered by node 2's agent) until its
-    // output has every `want` (the zone follows the API within a moment).
-    let lookup = |args: &[&str], want: &[&str]| -> String {
-        let mut cmd = vec!["exec", "client", "--", "busybox", "nslookup"];
-        cmd.extend_from_slice(args);
-        let mut last = String::new();
-        let ok = eventually(30, || {
-            let r = c.kubectl(&cmd);
-            last = format!("exit {}\n{}{}", r.code, r.stdout, r.stderr);
-            want.iter().all(|w| last.contains(w))
-        });
-        assert!(
-            ok,
-            "nslookup {args:?}: want {want:?} in:\n{last}\n{}",
-            c.logs_tail()
-        );
-        last
-    };
-
     // resolv.conf of a ClusterFirst pod.
     let conf = c.kubectl(&["exec", "client", "--", "cat", "/etc/resolv.conf"]);
     assert!(
@@ -178,43 +178,59 @@ fn cluster_dns_answers_pods_on_every_node() {
     );
 
     // A ClusterIP service, full name and short name through the search path.
-    lookup(&["web.default.svc.cluster.local"], &["Address: 10.43.0.50"]);
     lookup(
+        &c,
+        &["web.default.svc.cluster.local"],
+        &["Address: 10.43.0.50"],
+    );
+    lookup(
+        &c,
         &["web"],
         &["web.default.svc.cluster.local", "Address: 10.43.0.50"],
     );
     // Headless: the pod IPs, and the endpoint's hostname.
     lookup(
+        &c,
         &["db.default.svc.cluster.local"],
         &[&format!("Address: {db_ip}")],
     );
     lookup(
+        &c,
         &["db-0.db.default.svc.cluster.local"],
         &[&format!("Address: {db_ip}")],
     );
     // SRV for a named port.
     lookup(
+        &c,
         &["-type=SRV", "_http._tcp.web.default.svc.cluster.local"],
         &["80 web.default.svc.cluster.local"],
     );
     lookup(
+        &c,
         &["-type=SRV", "_mysql._tcp.db.default.svc.cluster.local"],
         &["3306 db-0.db.default.svc.cluster.local"],
     );
     // Pod A record, PTR of a service and of pods.
     let dashed = client_ip.replace('.', "-");
     lookup(
+        &c,
         &[&format!("{dashed}.default.pod.cluster.local")],
         &[&format!("Address: {client_ip}")],
     );
-    lookup(&["10.43.0.50"], &["name = web.default.svc.cluster.local"]);
-    lookup(&[&db_ip], &["name = db-0.db.default.svc.cluster.local"]);
     lookup(
+        &c,
+        &["10.43.0.50"],
+        &["name = web.default.svc.cluster.local"],
+    );
+    lookup(&c, &[&db_ip], &["name = db-0.db.default.svc.cluster.local"]);
+    lookup(
+        &c,
         &[&client_ip],
         &[&format!("name = {dashed}.default.pod.cluster.local")],
     );
     // ExternalName: a CNAME, its target resolved upstream.
     lookup(
+        &c,
         &["ext.default.svc.cluster.local"],
         &[
             "canonical name = upstream.k3rs.test",
@@ -222,9 +238,14 @@ fn cluster_dns_answers_pods_on_every_node() {
         ],
     );
     // Unknown cluster names: NXDOMAIN.
-    lookup(&["nope.default.svc.cluster.local"], &["NXDOMAIN", "exit 1"]);
+    lookup(
+        &c,
+        &["nope.default.svc.cluster.local"],
+        &["NXDOMAIN", "exit 1"],
+    );
     // Outside the cluster: forwarded to the test's upstream.
     lookup(
+        &c,
         &["upstream.k3rs.test"],
         &[&format!("Address: {UPSTREAM_ANSWER}")],
     );
@@ -250,5 +271,20 @@ fn cluster_dns_answers_pods_on_every_node() {
 
     // A deleted service goes away.
     c.kubectl(&["delete", "service", "web"]).ok();
-    lookup(&["web.default.svc.cluster.local"], &["NXDOMAIN"]);
+    lookup(&c, &["web.default.svc.cluster.local"], &["NXDOMAIN"]);
+
+    // After an agent restart (the address on lo is still there) the node answers again.
+    c.restart_node(2);
+    c.wait_node_ready(2);
+    assert!(
+        eventually(30, || c.log(2).matches("cluster DNS is serving").count()
+            == 2),
+        "node 2's DNS server did not come back:\n{}",
+        c.logs_tail()
+    );
+    lookup(
+        &c,
+        &["db.default.svc.cluster.local"],
+        &[&format!("Address: {db_ip}")],
+    );
 }
