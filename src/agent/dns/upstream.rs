@@ -94,6 +94,7 @@ fn choose_resolv_conf(
 pub type CacheKey = (String, u16, u16, bool);
 
 struct Cached {
+    stored: Instant,
     expires: Instant,
     /// The upstream's answer; its first two bytes (the ID) are replaced per client.
     packet: Vec<u8>,
@@ -134,13 +135,23 @@ impl Forwarder {
     }
 
     /// A cached answer for `key`, with `id` as its ID.
+    /// Its TTLs count down from when it was stored, as a cache's answers must.
     pub fn cached(&self, key: &CacheKey, id: u16) -> Option<Vec<u8>> {
-        let cache = self.cache.lock().ok()?;
-        let c = cache.get(key)?;
-        if c.expires <= Instant::now() {
-            return None;
+        let (mut packet, age) = {
+            let cache = self.cache.lock().ok()?;
+            let c = cache.get(key)?;
+            let now = Instant::now();
+            if c.expires <= now {
+                return None;
+            }
+            (
+                c.packet.clone(),
+                now.duration_since(c.stored).as_secs() as u32,
+            )
+        };
+        if age > 0 {
+            packet = age_ttls(&packet, age)?;
         }
-        let mut packet = c.packet.clone();
         packet[..2].copy_from_slice(&id.to_be_bytes());
         Some(packet)
     }
@@ -163,6 +174,7 @@ impl Forwarder {
         cache.insert(
             key,
             Cached {
+                stored: Instant::now(),
                 expires,
                 packet: packet.to_vec(),
             },
@@ -213,6 +225,21 @@ impl Forwarder {
             tried.join(", ")
         }))
     }
+}
+
+/// `packet` with every record's TTL lowered by `age` seconds (the OPT record is no
+/// record here: hickory keeps EDNS apart).
+fn age_ttls(packet: &[u8], age: u32) -> Option<Vec<u8>> {
+    let mut msg = hickory_proto::op::Message::from_vec(packet).ok()?;
+    for r in msg
+        .answers
+        .iter_mut()
+        .chain(msg.authorities.iter_mut())
+        .chain(msg.additionals.iter_mut())
+    {
+        r.ttl = r.ttl.saturating_sub(age);
+    }
+    msg.to_vec().ok()
 }
 
 /// How long an answer may be cached: the smallest TTL of its records (for NXDOMAIN
@@ -298,6 +325,26 @@ mod tests {
             ]
         );
         assert!(usable_nameservers("nameserver 127.0.0.1\n", &[]).is_empty());
+    }
+
+    #[test]
+    fn cached_answers_age() {
+        use hickory_proto::op::{Message, OpCode};
+        use hickory_proto::rr::{rdata::A, Name, RData, Record};
+        let mut m = Message::response(9, OpCode::Query);
+        m.add_answer(Record::from_rdata(
+            Name::from_ascii("a.example.").unwrap(),
+            20,
+            RData::A(A::new(192, 0, 2, 1)),
+        ));
+        let aged = Message::from_vec(&age_ttls(&m.to_vec().unwrap(), 7).unwrap()).unwrap();
+        assert_eq!(aged.answers[0].ttl, 13);
+        let f = Forwarder::new(vec![]);
+        let key: CacheKey = ("a.example.".into(), 1, 1, false);
+        f.store(key.clone(), &m.to_vec().unwrap(), 20);
+        let hit = Message::from_vec(&f.cached(&key, 42).unwrap()).unwrap();
+        assert_eq!((hit.metadata.id, hit.answers[0].ttl), (42, 20));
+        assert!(f.cached(&("b.example.".into(), 1, 1, false), 1).is_none());
     }
 
     #[test]
