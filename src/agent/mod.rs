@@ -14,6 +14,7 @@
 //! - [`netns`]: pod network namespaces held by bind mounts under /run/k3rs/netns.
 //! - [`network`]: the node's pod network (built-in CNI on the node's podCIDR) and the
 //!   routes to the other nodes.
+//! - [`dns`]: node-local cluster DNS (on cni0's address and the kube-dns ClusterIP).
 //! - [`layout`]: labels and paths the parts agree on.
 
 pub mod client;
@@ -339,9 +340,7 @@ fn apply_cluster_config(
         "vxlan" => Backend::Vxlan,
         "host-gw" => Backend::HostGw,
         "none" => Backend::None,
-        other => anyhow::bail!(
-            "the server uses flannel backend {other:?}, which this agent does not support"
-        ),
+        other => anyhow::bail!("the server uses flannel backend {other:?}, which this agent does not support"),
     };
     if let Some(v4) = cluster
         .cluster_cidr
