@@ -231,6 +231,8 @@ pub async fn run(opts: AgentOptions, shutdown: watch::Receiver<bool>) -> anyhow:
 
 /// Starts the node-local cluster DNS server. A failure (port 53 taken by another DNS
 /// server) is logged, not fatal: pods still run, only cluster names do not resolve.
+/// Without a pod network (`--flannel-backend none`: pods have loopback only) nobody
+/// could ask it, so it stays off and the node's addresses stay untouched.
 async fn start_dns(
     api: &client::ApiClient,
     opts: &AgentOptions,
@@ -238,6 +240,10 @@ async fn start_dns(
     resolv_conf: &std::path::Path,
     shutdown: watch::Receiver<bool>,
 ) {
+    if network.is_none() {
+        tracing::info!("no pod network: cluster DNS is off");
+        return;
+    }
     let dns_opts = dns::DnsOptions {
         cluster_domain: opts.cluster_domain.clone(),
         cluster_dns: opts
