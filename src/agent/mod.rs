@@ -15,10 +15,12 @@
 //! - [`network`]: the node's pod network (built-in CNI on the node's podCIDR) and the
 //!   routes to the other nodes.
 //! - [`proxy`]: the service proxy (ClusterIP, NodePort, LoadBalancer in nftables).
+//! - [`dns`]: node-local cluster DNS (on cni0's address and the kube-dns ClusterIP).
 //! - [`layout`]: labels and paths the parts agree on.
 
 pub mod client;
 pub mod containerd;
+pub mod dns;
 pub mod images;
 pub mod join;
 pub mod kubelet;
@@ -190,6 +192,16 @@ pub async fn run(opts: AgentOptions, shutdown: watch::Receiver<bool>) -> anyhow:
             shutdown.clone(),
         ))
     });
+    let resolv_conf = dns::upstream::node_resolv_conf(s.resolv_conf.as_deref(), &agent_dir)
+        .context("choosing the node's resolv.conf")?;
+    start_dns(
+        &api,
+        &opts,
+        network.as_deref(),
+        &resolv_conf,
+        shutdown.clone(),
+    )
+    .await;
     let ctx = Arc::new(pods::PodContext {
         client: api.clone(),
         runtime: runtime.clone(),
@@ -202,6 +214,7 @@ pub async fn run(opts: AgentOptions, shutdown: watch::Receiver<bool>) -> anyhow:
         cluster_domain: opts.cluster_domain.clone(),
         registries,
         network,
+        host_resolv_conf: resolv_conf,
     });
     let pods_task = tokio::spawn(pods::run(ctx, shutdown.clone()));
     let kubelet_task = start_kubelet(
@@ -231,6 +244,36 @@ pub async fn run(opts: AgentOptions, shutdown: watch::Receiver<bool>) -> anyhow:
     ctrd.shutdown().await;
     tracing::info!("agent stopped");
     Ok(())
+}
+
+/// Starts the node-local cluster DNS server. A failure (port 53 taken by another DNS
+/// server) is logged, not fatal: pods still run, only cluster names do not resolve.
+/// Without a pod network (`--flannel-backend none`: pods have loopback only) nobody
+/// could ask it, so it stays off and the node's addresses stay untouched.
+async fn start_dns(
+    api: &client::ApiClient,
+    opts: &AgentOptions,
+    network: Option<&crate::cni::Cni>,
+    resolv_conf: &std::path::Path,
+    shutdown: watch::Receiver<bool>,
+) {
+    if network.is_none() {
+        tracing::info!("no pod network: cluster DNS is off");
+        return;
+    }
+    let dns_opts = dns::DnsOptions {
+        cluster_domain: opts.cluster_domain.clone(),
+        cluster_dns: opts
+            .cluster_dns
+            .iter()
+            .filter_map(|ip| ip.parse().ok())
+            .collect(),
+        bridge_ip: network.map(|n| crate::cni::ipam::gateway(n.config().pod_cidr)),
+        resolv_conf: resolv_conf.to_path_buf(),
+    };
+    if let Err(e) = dns::start(api, dns_opts, shutdown).await {
+        tracing::error!(error = %e, "cluster DNS is not running");
+    }
 }
 
 /// Serves the kubelet endpoint (logs, exec, attach, port-forward for the API server)

@@ -33,6 +33,10 @@ pub struct AgentSettings {
     /// `--cluster-cidr`: the IPv4 range every node's pod subnet comes from; pod traffic
     /// leaving it is masqueraded.
     pub cluster_cidr: Ipv4Subnet,
+    /// `--resolv-conf`: the resolv.conf with the node's upstream nameservers (for
+    /// cluster DNS forwarding and pods with dnsPolicy Default); `None`: k3s's choice
+    /// (see `agent::dns::upstream::node_resolv_conf`).
+    pub resolv_conf: Option<PathBuf>,
 }
 
 impl Default for AgentSettings {
@@ -48,6 +52,7 @@ impl Default for AgentSettings {
             flannel_backend: Backend::Vxlan,
             cluster_cidr: Ipv4Subnet::new(std::net::Ipv4Addr::new(10, 42, 0, 0), 16)
                 .expect("a /16 is a valid subnet"),
+            resolv_conf: None,
         }
     }
 }
@@ -114,6 +119,9 @@ pub(super) struct NodeArgs {
         hide = true
     )]
     pod_log_dir: String,
+    /// Kubelet resolv.conf file
+    #[arg(long, env = "K3RS_RESOLV_CONF", value_name = "FILE")]
+    resolv_conf: Option<String>,
 }
 
 /// The raw `agent` flags.
@@ -249,6 +257,7 @@ pub(super) fn resolve_node(a: NodeArgs, host: &Host) -> Result<AgentSettings, Co
         run_dir: host.cwd.join(a.run_dir.trim()),
         pod_log_dir: host.cwd.join(a.pod_log_dir.trim()),
         private_registry: host.cwd.join(a.private_registry.trim()),
+        resolv_conf: nonempty(a.resolv_conf).map(|p| host.cwd.join(p)),
         ..AgentSettings::default()
     })
 }

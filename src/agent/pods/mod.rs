@@ -45,6 +45,8 @@ pub struct PodContext {
     pub registries: crate::agent::images::Registries,
     /// The pod network (`None` with `--flannel-backend none`: loopback only).
     pub network: Option<Arc<crate::cni::Cni>>,
+    /// The node's resolv.conf (`--resolv-conf`, or k3s's choice): dnsPolicy Default.
+    pub host_resolv_conf: PathBuf,
 }
 
 impl PodContext {
@@ -62,7 +64,7 @@ impl PodContext {
             },
             cluster_dns: self.cluster_dns.clone(),
             cluster_domain: self.cluster_domain.clone(),
-            host_resolv_conf: PathBuf::from("/etc/resolv.conf"),
+            host_resolv_conf: self.host_resolv_conf.clone(),
         }
     }
 

@@ -24,7 +24,9 @@ use std::path::{Path, PathBuf};
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret, Volume};
 
 pub use atomic::{AtomicError, DATA_DIR};
-pub use podfiles::{host_network, node_hostname, pod_hostname};
+pub use podfiles::{
+    host_network, node_hostname, parse_resolv_conf, pod_hostname, write_if_changed,
+};
 
 use downward::NodeCapacity;
 use projection::DEFAULT_MODE;
