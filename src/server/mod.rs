@@ -169,6 +169,7 @@ pub async fn run_until(
                     grace,
                     stop.clone(),
                 )),
+                tokio::spawn(controllers::job::run(informers.clone(), stop.clone())),
             ]
         })
     };

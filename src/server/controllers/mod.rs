@@ -4,10 +4,13 @@
 
 pub mod disruption;
 pub mod gc;
+pub mod job;
+pub mod job_rules;
 pub mod manifests;
 pub mod namespace;
 pub mod node_ipam;
 pub mod node_lifecycle;
+pub mod owned;
 
 /// Waits until something under `prefix` changes after `rev`, 30 s pass (a resync), or
 /// `shutdown` flips. Returns false on shutdown.
