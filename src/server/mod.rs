@@ -170,6 +170,9 @@ pub async fn run_until(
                     stop.clone(),
                 )),
                 tokio::spawn(controllers::job::run(informers.clone(), stop.clone())),
+                tokio::spawn(controllers::cronjob::run(informers.clone(), stop.clone())),
+                tokio::spawn(controllers::daemonset::run(informers.clone(), stop.clone())),
+                tokio::spawn(controllers::statefulset::run(informers.clone(), stop.clone())),
             ]
         })
     };

@@ -2,6 +2,9 @@
 //! compares the objects with what should be and moves one step closer, and converges
 //! again from a fresh list after any restart.
 
+pub mod cron;
+pub mod cronjob;
+pub mod daemonset;
 pub mod disruption;
 pub mod gc;
 pub mod job;
@@ -11,6 +14,7 @@ pub mod namespace;
 pub mod node_ipam;
 pub mod node_lifecycle;
 pub mod owned;
+pub mod statefulset;
 
 /// Waits until something under `prefix` changes after `rev`, 30 s pass (a resync), or
 /// `shutdown` flips. Returns false on shutdown.
