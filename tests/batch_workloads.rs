@@ -64,9 +64,12 @@ fn a_job_runs_five_completions_never_more_than_two_at_once() {
         "{most} job pods were active at once (parallelism 2)"
     );
     assert_eq!(jsonpath(&s, "job/five", "{.status.succeeded}"), "5");
-    let phases = phases(&s, "job-name=five");
-    assert_eq!(phases.len(), 5, "pods: {phases:?}");
-    assert!(phases.iter().all(|p| p == "Succeeded"), "pods: {phases:?}");
+    let done_pods = phases(&s, "job-name=five");
+    assert_eq!(done_pods.len(), 5, "pods: {done_pods:?}");
+    assert!(
+        done_pods.iter().all(|p| p == "Succeeded"),
+        "pods: {done_pods:?}"
+    );
     assert_eq!(
         jsonpath(
             &s,
@@ -310,11 +313,16 @@ fn a_daemonset_runs_one_pod_per_node_also_on_a_node_that_joins_later() {
     );
     c.apply(&yaml);
     let nodes_of_pods = |c: &Cluster| {
-        let r = c.jsonpath(
-            "pods -l app=agent",
-            "{range .items[?(@.status.phase==\"Running\")]}{.spec.nodeName}{\"\\n\"}{end}",
-        );
-        let mut v: Vec<String> = r.lines().map(String::from).collect();
+        // Running and not terminating: `<node> <deletionTimestamp>`.
+        let path = "jsonpath={range .items[?(@.status.phase==\"Running\")]}{.spec.nodeName} {.metadata.deletionTimestamp}{\"\\n\"}{end}";
+        let r = c
+            .kubectl(&["get", "pods", "-l", "app=agent", "-o", path])
+            .stdout;
+        let mut v: Vec<String> = r
+            .lines()
+            .filter(|l| l.split(' ').nth(1).is_none_or(str::is_empty))
+            .map(|l| l.trim().to_string())
+            .collect();
         v.sort();
         v
     };

@@ -297,9 +297,27 @@ impl DaemonSetController {
                 old.push(((*keep).clone(), is_avail));
             }
         }
-        // Pods for nodes that no longer exist.
-        for p in by_node.into_values().flatten().filter(|p| is_active(p)) {
-            self.delete(&ds, &p).await?;
+        // Pods for nodes that no longer exist: nothing will stop them, so they go at once.
+        for p in by_node.into_values().flatten() {
+            if p["spec"]["nodeName"].is_null() && !is_active(&p) {
+                continue;
+            }
+            if meta::is_deleting(&p) && p["metadata"]["deletionGracePeriodSeconds"] == 0 {
+                continue;
+            }
+            super::owned::delete_with_grace(&self.registry, &self.pods, &p, Some(0))
+                .await
+                .map_err(|e| ControllerError::api("deleting a daemon pod of a gone node", e))?;
+            let msg = format!("Deleted pod: {}", meta::name(&p));
+            record_event(
+                &self.registry,
+                &ds,
+                COMPONENT,
+                "Normal",
+                "SuccessfulDelete",
+                &msg,
+            )
+            .await;
         }
         self.roll(&ds, desired, available, old).await?;
 

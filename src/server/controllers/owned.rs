@@ -192,10 +192,22 @@ pub async fn delete_object(
     informer: &Informer,
     obj: &Value,
 ) -> Result<(), ApiError> {
+    delete_with_grace(registry, informer, obj, None).await
+}
+
+/// [`delete_object`] with a grace period (`Some(0)`: at once, for pods whose node is
+/// gone and can never stop them, as upstream's pod garbage collector does).
+pub async fn delete_with_grace(
+    registry: &Registry,
+    informer: &Informer,
+    obj: &Value,
+    grace_period: Option<i64>,
+) -> Result<(), ApiError> {
     let (ns, name) = (meta::namespace(obj), meta::name(obj));
     let opts = DeleteOptions {
         uid: Some(meta::uid(obj).to_string()),
         propagation: Some("Background".into()),
+        grace_period,
         ..Default::default()
     };
     match registry.delete(informer.resource(), ns, name, &opts).await {
