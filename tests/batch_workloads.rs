@@ -125,6 +125,28 @@ fn a_job_runs_five_completions_never_more_than_two_at_once() {
         "PodFailurePolicy",
     );
     assert_eq!(phases(&s, "job-name=fatal"), vec!["Failed".to_string()]);
+
+    // activeDeadlineSeconds: a job running too long fails and its pod is stopped.
+    let yaml = job_yaml("slow", "  activeDeadlineSeconds: 3\n", "sleep 300");
+    s.kubectl_stdin(&["apply", "-f", "-"], &yaml).ok();
+    wait_for(
+        &s,
+        120,
+        "job/slow",
+        "{.status.conditions[?(@.type==\"Failed\")].reason}",
+        "DeadlineExceeded",
+    );
+    assert_eq!(jsonpath(&s, "job/slow", "{.status.active}"), "");
+
+    // ttlSecondsAfterFinished: a finished job deletes itself.
+    let yaml = job_yaml("brief", "  ttlSecondsAfterFinished: 1\n", "true");
+    s.kubectl_stdin(&["apply", "-f", "-"], &yaml).ok();
+    let gone = eventually(120, || s.kubectl(&["get", "job", "brief"]).code != 0);
+    assert!(
+        gone,
+        "{}",
+        s.kubectl(&["get", "job", "brief", "-o", "yaml"]).stdout
+    );
 }
 
 #[test]
@@ -216,6 +238,34 @@ fn statefulsets_and_cascading_deletion() {
     s.kubectl_stdin(&["apply", "-f", "-"], &statefulset_yaml("db", "Parallel"))
         .ok();
     wait_for(&s, 120, "statefulset/db", "{.status.readyReplicas}", "2");
+    // A partitioned rolling update replaces only the ordinals at or above the partition.
+    let old_rev = jsonpath(
+        &s,
+        "pod/db-0",
+        "{.metadata.labels.controller-revision-hash}",
+    );
+    let patch = r#"{"spec":{"updateStrategy":{"rollingUpdate":{"partition":1}},"template":{"metadata":{"annotations":{"rev":"2"}}}}}"#;
+    s.kubectl(&["patch", "statefulset", "db", "-p", patch]).ok();
+    wait_for(&s, 120, "statefulset/db", "{.status.updatedReplicas}", "1");
+    wait_for(&s, 120, "statefulset/db", "{.status.readyReplicas}", "2");
+    let new_rev = jsonpath(&s, "statefulset/db", "{.status.updateRevision}");
+    assert_ne!(new_rev, old_rev);
+    assert_eq!(
+        jsonpath(
+            &s,
+            "pod/db-1",
+            "{.metadata.labels.controller-revision-hash}"
+        ),
+        new_rev
+    );
+    assert_eq!(
+        jsonpath(
+            &s,
+            "pod/db-0",
+            "{.metadata.labels.controller-revision-hash}"
+        ),
+        old_rev
+    );
     s.kubectl(&[
         "delete",
         "statefulset",
@@ -260,6 +310,8 @@ fn deleting_a_namespace_removes_everything_in_it() {
         "--from-literal=a=b",
     ])
     .ok();
+    let held = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: held\n  namespace: doomed\n  finalizers: [example.com/hold]\n";
+    s.kubectl_stdin(&["apply", "-f", "-"], held).ok();
     let running = eventually(120, || {
         s.kubectl(&[
             "get",
@@ -287,6 +339,25 @@ fn deleting_a_namespace_removes_everything_in_it() {
         "{}",
         refused.stderr
     );
+    // A finalizer on a config map holds the namespace, and its status says so.
+    let want = "Some content in the namespace has finalizers remaining: example.com/hold in 1 resource instances";
+    let path = "{.status.conditions[?(@.type==\"NamespaceFinalizersRemaining\")].message}";
+    wait_for(&s, 60, "namespace/doomed", path, want);
+    assert_eq!(
+        jsonpath(&s, "namespace/doomed", "{.status.phase}"),
+        "Terminating"
+    );
+    s.kubectl(&[
+        "patch",
+        "configmap",
+        "held",
+        "-n",
+        "doomed",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":null}}"#,
+    ])
+    .ok();
     let gone = eventually(90, || s.kubectl(&["get", "namespace", "doomed"]).code != 0);
     assert!(
         gone,
@@ -338,6 +409,56 @@ fn a_daemonset_runs_one_pod_per_node_also_on_a_node_that_joins_later() {
     assert_eq!(
         c.jsonpath("daemonset/agent", "{.status.desiredNumberScheduled}"),
         "3"
+    );
+
+    // A template change rolls out to every node (RollingUpdate, maxUnavailable 1).
+    let hashes = |c: &Cluster| {
+        let path = "jsonpath={range .items[*]}{.metadata.labels.controller-revision-hash} {.metadata.deletionTimestamp}{\"\\n\"}{end}";
+        let r = c
+            .kubectl(&["get", "pods", "-l", "app=agent", "-o", path])
+            .stdout;
+        r.lines()
+            .filter(|l| l.split(' ').nth(1).is_none_or(str::is_empty))
+            .map(|l| l.trim().to_string())
+            .collect::<std::collections::BTreeSet<String>>()
+    };
+    let before = hashes(&c);
+    assert_eq!(
+        before.len(),
+        1,
+        "revision hashes before the update: {before:?}"
+    );
+    let patch = r#"{"spec":{"template":{"metadata":{"annotations":{"rev":"2"}}}}}"#;
+    c.kubectl(&["patch", "daemonset", "agent", "-p", patch])
+        .ok();
+    let rolled = c.kubectl(&["rollout", "status", "daemonset/agent", "--timeout=180s"]);
+    assert_eq!(
+        rolled.code, 0,
+        "rollout status: {} {}",
+        rolled.stdout, rolled.stderr
+    );
+    let ok = eventually(60, || {
+        let now = hashes(&c);
+        now.len() == 1 && now != before
+    });
+    assert!(
+        ok,
+        "pods not all on the new revision: {:?} (was {before:?})",
+        hashes(&c)
+    );
+    let history = c
+        .kubectl(&["rollout", "history", "daemonset/agent"])
+        .ok()
+        .to_string();
+    assert!(
+        history.contains('1') && history.contains('2'),
+        "rollout history: {history}"
+    );
+    let ok = eventually(60, || nodes_of_pods(&c) == all);
+    assert!(
+        ok,
+        "daemon pods on {:?} after the rollout",
+        nodes_of_pods(&c)
     );
 
     // Node 3 leaves: its daemon pod goes with it; when it joins again it gets a new one.
