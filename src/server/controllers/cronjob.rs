@@ -9,7 +9,7 @@ use super::cron::{time_zone, Schedule};
 use super::job::is_job_finished;
 use super::owned::{
     condition_true, controller_ref, delete_object, from_template, owned_by, parse_time,
-    record_event, ControllerError,
+    ControllerError, EventRecorder,
 };
 use crate::api::meta;
 use crate::server::informer::{builtin, run_controller, Informer, Informers, ObjectKey, WorkQueue};
@@ -28,6 +28,7 @@ const MISSED_WARNING: usize = 100;
 
 struct CronJobController {
     registry: Registry,
+    events: EventRecorder,
     cronjobs: Informer,
     jobs: Informer,
     queue: WorkQueue<ObjectKey>,
@@ -47,6 +48,7 @@ pub async fn run(informers: Informers, mut shutdown: watch::Receiver<bool>) {
     }
     let ctl = Arc::new(CronJobController {
         registry: informers.registry().clone(),
+        events: EventRecorder::new(informers.registry().clone(), COMPONENT),
         cronjobs,
         jobs,
         queue: queue.clone(),
@@ -102,7 +104,11 @@ pub fn job_name(cronjob: &str, scheduled: Timestamp) -> String {
 
 impl CronJobController {
     async fn event(&self, cj: &Value, type_: &str, reason: &str, msg: &str) {
-        record_event(&self.registry, cj, COMPONENT, type_, reason, msg).await;
+        if type_ == "Warning" {
+            self.events.warning(cj, reason, msg).await;
+        } else {
+            self.events.normal(cj, reason, msg).await;
+        }
     }
 
     async fn sync(&self, key: &ObjectKey) -> Result<(), ControllerError> {

@@ -9,8 +9,8 @@
 
 use super::owned::{
     controller_ref, create_pod, delete_object, from_template, int_or_percent, is_active,
-    is_available, is_ready, now_secs, owned_by, phase, record_event, set_label, template_hash,
-    ControllerError,
+    is_available, is_ready, now_secs, owned_by, phase, set_label, template_hash, ControllerError,
+    EventRecorder,
 };
 use crate::api::meta;
 use crate::server::informer::{
@@ -45,6 +45,7 @@ const NETWORK_UNAVAILABLE: &str = "node.kubernetes.io/network-unavailable";
 
 struct DaemonSetController {
     registry: Registry,
+    events: EventRecorder,
     dss: Informer,
     pods: Informer,
     nodes: Informer,
@@ -79,6 +80,7 @@ pub async fn run(informers: Informers, mut shutdown: watch::Receiver<bool>) {
     }
     let ctl = Arc::new(DaemonSetController {
         registry: informers.registry().clone(),
+        events: EventRecorder::new(informers.registry().clone(), COMPONENT),
         dss,
         pods,
         nodes,
@@ -235,15 +237,7 @@ impl DaemonSetController {
                     "Found failed daemon pod {ns}/{} on node {name}, will try to kill it",
                     meta::name(p)
                 );
-                record_event(
-                    &self.registry,
-                    &ds,
-                    COMPONENT,
-                    "Warning",
-                    "FailedDaemonPod",
-                    &msg,
-                )
-                .await;
+                self.events.warning(&ds, "FailedDaemonPod", &msg).await;
                 self.delete(&ds, p).await?;
             }
             let active: Vec<&Arc<Value>> = pods.iter().filter(|p| is_active(p)).collect();
@@ -309,15 +303,7 @@ impl DaemonSetController {
                 .await
                 .map_err(|e| ControllerError::api("deleting a daemon pod of a gone node", e))?;
             let msg = format!("Deleted pod: {}", meta::name(&p));
-            record_event(
-                &self.registry,
-                &ds,
-                COMPONENT,
-                "Normal",
-                "SuccessfulDelete",
-                &msg,
-            )
-            .await;
+            self.events.normal(&ds, "SuccessfulDelete", &msg).await;
         }
         self.roll(&ds, desired, available, old).await?;
 
@@ -399,28 +385,12 @@ impl DaemonSetController {
         match create_pod(&self.registry, &self.pods, meta::namespace(ds), pod).await {
             Ok(p) => {
                 let msg = format!("Created pod: {}", meta::name(&p));
-                record_event(
-                    &self.registry,
-                    ds,
-                    COMPONENT,
-                    "Normal",
-                    "SuccessfulCreate",
-                    &msg,
-                )
-                .await;
+                self.events.normal(ds, "SuccessfulCreate", &msg).await;
                 Ok(())
             }
             Err(e) => {
                 let msg = format!("Error creating: {}", e.message);
-                record_event(
-                    &self.registry,
-                    ds,
-                    COMPONENT,
-                    "Warning",
-                    "FailedCreate",
-                    &msg,
-                )
-                .await;
+                self.events.warning(ds, "FailedCreate", &msg).await;
                 Err(ControllerError::api("creating a daemon pod", e))
             }
         }
@@ -431,15 +401,7 @@ impl DaemonSetController {
             .await
             .map_err(|e| ControllerError::api("deleting a daemon pod", e))?;
         let msg = format!("Deleted pod: {}", meta::name(pod));
-        record_event(
-            &self.registry,
-            ds,
-            COMPONENT,
-            "Normal",
-            "SuccessfulDelete",
-            &msg,
-        )
-        .await;
+        self.events.normal(ds, "SuccessfulDelete", &msg).await;
         Ok(())
     }
 

@@ -9,7 +9,7 @@
 use super::job_rules::{self, FailureAction};
 use super::owned::{
     condition_true, create_pod, delete_object, format_time, is_active, is_finished, is_ready,
-    now_secs, owned_by, parse_time, phase, record_event, ControllerError,
+    now_secs, owned_by, parse_time, phase, ControllerError, EventRecorder,
 };
 use crate::api::meta;
 use crate::server::informer::{builtin, run_controller, Informer, Informers, ObjectKey, WorkQueue};
@@ -24,6 +24,7 @@ const COMPONENT: &str = "job-controller";
 
 struct JobController {
     registry: Registry,
+    events: EventRecorder,
     jobs: Informer,
     pods: Informer,
     queue: WorkQueue<ObjectKey>,
@@ -43,6 +44,7 @@ pub async fn run(informers: Informers, mut shutdown: watch::Receiver<bool>) {
     }
     let ctl = Arc::new(JobController {
         registry: informers.registry().clone(),
+        events: EventRecorder::new(informers.registry().clone(), COMPONENT),
         jobs,
         pods,
         queue: queue.clone(),
@@ -247,19 +249,11 @@ impl JobController {
                 );
                 if *failing {
                     with_condition(&mut status, condition("Failed", reason, message, &now_s));
-                    record_event(&self.registry, &job, COMPONENT, "Warning", reason, message).await;
+                    self.events.warning(&job, reason, message).await;
                 } else {
                     with_condition(&mut status, condition("Complete", reason, message, &now_s));
                     status["completionTime"] = json!(now_s);
-                    record_event(
-                        &self.registry,
-                        &job,
-                        COMPONENT,
-                        "Normal",
-                        "Completed",
-                        "Job completed",
-                    )
-                    .await;
+                    self.events.normal(&job, "Completed", "Job completed").await;
                 }
                 if let Some(ttl) = spec["ttlSecondsAfterFinished"].as_i64() {
                     requeue = Some(ttl.max(0));
@@ -275,30 +269,14 @@ impl JobController {
                     &mut status,
                     condition("Suspended", "JobSuspended", "Job suspended", &now_s),
                 );
-                record_event(
-                    &self.registry,
-                    &job,
-                    COMPONENT,
-                    "Normal",
-                    "Suspended",
-                    "Job suspended",
-                )
-                .await;
+                self.events.normal(&job, "Suspended", "Job suspended").await;
             }
         } else {
             if condition_true(&job, "Suspended") {
                 let mut c = condition("Suspended", "JobResumed", "Job resumed", &now_s);
                 c["status"] = json!("False");
                 with_condition(&mut status, c);
-                record_event(
-                    &self.registry,
-                    &job,
-                    COMPONENT,
-                    "Normal",
-                    "Resumed",
-                    "Job resumed",
-                )
-                .await;
+                self.events.normal(&job, "Resumed", "Job resumed").await;
             }
             // Replacements wait out the back-off after the last counted failure.
             let counted = failed + restarts;
@@ -437,28 +415,12 @@ impl JobController {
         match create_pod(&self.registry, &self.pods, ns, pod).await {
             Ok(p) => {
                 let msg = format!("Created pod: {}", meta::name(&p));
-                record_event(
-                    &self.registry,
-                    job,
-                    COMPONENT,
-                    "Normal",
-                    "SuccessfulCreate",
-                    &msg,
-                )
-                .await;
+                self.events.normal(job, "SuccessfulCreate", &msg).await;
                 Ok(())
             }
             Err(e) => {
                 let msg = format!("Error creating: {}", e.message);
-                record_event(
-                    &self.registry,
-                    job,
-                    COMPONENT,
-                    "Warning",
-                    "FailedCreate",
-                    &msg,
-                )
-                .await;
+                self.events.warning(job, "FailedCreate", &msg).await;
                 Err(ControllerError::api("creating a job pod", e))
             }
         }
@@ -469,15 +431,7 @@ impl JobController {
             .await
             .map_err(|e| ControllerError::api("deleting a job pod", e))?;
         let msg = format!("Deleted pod: {}", meta::name(pod));
-        record_event(
-            &self.registry,
-            job,
-            COMPONENT,
-            "Normal",
-            "SuccessfulDelete",
-            &msg,
-        )
-        .await;
+        self.events.normal(job, "SuccessfulDelete", &msg).await;
         Ok(())
     }
 

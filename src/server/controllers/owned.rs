@@ -330,50 +330,72 @@ pub fn template_hash(v: &Value) -> String {
     out
 }
 
-/// Records an event about `obj` (which carries its apiVersion and kind) from
-/// `component`. Failures are logged at debug: an event is never worth failing a sync.
-pub async fn record_event(
-    registry: &Registry,
-    obj: &Value,
-    component: &str,
-    type_: &str,
-    reason: &str,
-    message: &str,
-) {
-    let ns = match meta::namespace(obj) {
-        "" => "default",
-        ns => ns,
-    };
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let now = meta::now_rfc3339();
-    let event = json!({
-        "apiVersion": "v1",
-        "kind": "Event",
-        "metadata": {"name": format!("{}.{nanos:x}", meta::name(obj)), "namespace": ns},
-        "involvedObject": {
-            "apiVersion": obj["apiVersion"], "kind": obj["kind"],
-            "namespace": meta::namespace(obj), "name": meta::name(obj), "uid": meta::uid(obj),
-            "resourceVersion": obj["metadata"]["resourceVersion"],
-        },
-        "type": type_,
-        "reason": reason,
-        "message": message,
-        "source": {"component": component},
-        "reportingComponent": component,
-        "reportingInstance": "",
-        "firstTimestamp": now,
-        "lastTimestamp": now,
-        "count": 1,
-    });
-    let res = builtin("", "v1", "events");
-    if let Err(e) = registry
-        .create(res, ns, event, &WriteOptions::default())
-        .await
-    {
-        tracing::debug!(error = %e, reason, "cannot record event");
+/// Records Events from one component. A stand-in with the API of
+/// `controllers::events::EventRecorder` (branch `workloads`, which also aggregates
+/// repeats): once that is on main, import it in place of this one and delete this.
+#[derive(Clone)]
+pub struct EventRecorder {
+    registry: Registry,
+    component: String,
+}
+
+impl EventRecorder {
+    /// A recorder writing as `component` (`source.component`, `reportingComponent`).
+    pub fn new(registry: Registry, component: &str) -> Self {
+        EventRecorder {
+            registry,
+            component: component.to_string(),
+        }
+    }
+
+    /// A `Normal` event about `object` (which carries its apiVersion and kind).
+    pub async fn normal(&self, object: &Value, reason: &str, message: &str) {
+        self.record(object, "Normal", reason, message).await
+    }
+
+    /// A `Warning` event about `object`.
+    pub async fn warning(&self, object: &Value, reason: &str, message: &str) {
+        self.record(object, "Warning", reason, message).await
+    }
+
+    /// Failures are logged at debug: an event is never worth failing a sync.
+    async fn record(&self, obj: &Value, type_: &str, reason: &str, message: &str) {
+        let ns = match meta::namespace(obj) {
+            "" => "default",
+            ns => ns,
+        };
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let now = meta::now_rfc3339();
+        let event = json!({
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": format!("{}.{nanos:x}", meta::name(obj)), "namespace": ns},
+            "involvedObject": {
+                "apiVersion": obj["apiVersion"], "kind": obj["kind"],
+                "namespace": meta::namespace(obj), "name": meta::name(obj), "uid": meta::uid(obj),
+                "resourceVersion": obj["metadata"]["resourceVersion"],
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message,
+            "source": {"component": self.component},
+            "reportingComponent": self.component,
+            "reportingInstance": "",
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        });
+        let res = builtin("", "v1", "events");
+        if let Err(e) = self
+            .registry
+            .create(res, ns, event, &WriteOptions::default())
+            .await
+        {
+            tracing::debug!(error = %e, reason, "cannot record event");
+        }
     }
 }
 

@@ -9,7 +9,7 @@
 use super::daemonset::{ensure_revision, REVISION_LABEL};
 use super::owned::{
     controller_ref, create_pod, delete_object, from_template, is_available, is_finished, is_ready,
-    now_secs, owned_by, record_event, set_label, template_hash, ControllerError,
+    now_secs, owned_by, set_label, template_hash, ControllerError, EventRecorder,
 };
 use crate::api::meta;
 use crate::server::informer::{builtin, run_controller, Informer, Informers, ObjectKey, WorkQueue};
@@ -27,6 +27,7 @@ pub const POD_INDEX_LABEL: &str = "apps.kubernetes.io/pod-index";
 
 struct StatefulSetController {
     registry: Registry,
+    events: EventRecorder,
     sets: Informer,
     pods: Informer,
 }
@@ -45,6 +46,7 @@ pub async fn run(informers: Informers, mut shutdown: watch::Receiver<bool>) {
     }
     let ctl = Arc::new(StatefulSetController {
         registry: informers.registry().clone(),
+        events: EventRecorder::new(informers.registry().clone(), COMPONENT),
         sets,
         pods,
     });
@@ -306,15 +308,7 @@ impl StatefulSetController {
                     "create Pod {pod_name} in StatefulSet {} successful",
                     meta::name(set)
                 );
-                record_event(
-                    &self.registry,
-                    set,
-                    COMPONENT,
-                    "Normal",
-                    "SuccessfulCreate",
-                    &msg,
-                )
-                .await;
+                self.events.normal(set, "SuccessfulCreate", &msg).await;
                 Ok(())
             }
             Err(e) if e.code == 409 => Ok(()),
@@ -324,15 +318,7 @@ impl StatefulSetController {
                     meta::name(set),
                     e.message
                 );
-                record_event(
-                    &self.registry,
-                    set,
-                    COMPONENT,
-                    "Warning",
-                    "FailedCreate",
-                    &msg,
-                )
-                .await;
+                self.events.warning(set, "FailedCreate", &msg).await;
                 Err(ControllerError::api("creating a statefulset pod", e))
             }
         }
@@ -384,15 +370,7 @@ impl StatefulSetController {
             {
                 Ok(_) => {
                     let msg = format!("create Claim {name} Pod {set_name}-{ord} in StatefulSet {set_name} success");
-                    record_event(
-                        &self.registry,
-                        set,
-                        COMPONENT,
-                        "Normal",
-                        "SuccessfulCreate",
-                        &msg,
-                    )
-                    .await;
+                    self.events.normal(set, "SuccessfulCreate", &msg).await;
                 }
                 Err(e) if e.code == 409 => {}
                 Err(e) => return Err(ControllerError::api("creating a volume claim", e)),
@@ -410,15 +388,7 @@ impl StatefulSetController {
             meta::name(pod),
             meta::name(set)
         );
-        record_event(
-            &self.registry,
-            set,
-            COMPONENT,
-            "Normal",
-            "SuccessfulDelete",
-            &msg,
-        )
-        .await;
+        self.events.normal(set, "SuccessfulDelete", &msg).await;
         Ok(())
     }
 }
