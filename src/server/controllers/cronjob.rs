@@ -140,7 +140,12 @@ impl CronJobController {
         for j in &jobs {
             if !is_job_finished(j) {
                 if !meta::is_deleting(j) {
-                    active.push(job_ref(j));
+                    // Keep the reference written at creation (as upstream): a fresh one
+                    // would rewrite the status on every change of the Job.
+                    let known = cj["status"]["active"]
+                        .as_array()
+                        .and_then(|a| a.iter().find(|r| r["uid"] == meta::uid(j)).cloned());
+                    active.push(known.unwrap_or_else(|| job_ref(j)));
                 }
                 continue;
             }
