@@ -297,6 +297,22 @@ fn statefulsets_and_cascading_deletion() {
 fn deleting_a_namespace_removes_everything_in_it() {
     let s = pods::cluster();
     s.kubectl(&["create", "namespace", "doomed"]).ok();
+    // Every namespace gets its `default` service account, and gets it back when deleted.
+    let has_default = || {
+        s.kubectl(&["get", "serviceaccount", "default", "-n", "doomed"])
+            .code
+            == 0
+    };
+    assert!(
+        eventually(30, has_default),
+        "no default service account in a new namespace"
+    );
+    s.kubectl(&["delete", "serviceaccount", "default", "-n", "doomed"])
+        .ok();
+    assert!(
+        eventually(30, has_default),
+        "the default service account did not come back"
+    );
     let pod = format!(
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: sleeper\n  namespace: doomed\nspec:\n  terminationGracePeriodSeconds: 3\n  containers:\n  - name: main\n    image: {IMAGE}\n    command: [\"sh\", \"-c\", \"trap '' TERM; while true; do sleep 1; done\"]\n"
     );

@@ -173,6 +173,7 @@ pub async fn run_until(
                 tokio::spawn(controllers::cronjob::run(informers.clone(), stop.clone())),
                 tokio::spawn(controllers::daemonset::run(informers.clone(), stop.clone())),
                 tokio::spawn(controllers::statefulset::run(informers.clone(), stop.clone())),
+                tokio::spawn(controllers::serviceaccount::run(informers.clone(), stop.clone())),
             ]
         })
     };

@@ -1,6 +1,7 @@
 //! The StatefulSet controller, as upstream's: pods with stable names `<set>-<ordinal>`,
 //! hostname and subdomain (`spec.serviceName`) set, one claim per volumeClaimTemplate and
-//! ordinal (`<template>-<set>-<ordinal>`, created before the pod); OrderedReady (one pod
+//! ordinal (`<template>-<set>-<ordinal>`, created before the pod), ordinals from
+//! `spec.ordinals.start`; OrderedReady (one pod
 //! at a time, each Running and Ready before the next; scale down from the highest
 //! ordinal) and Parallel pod management; RollingUpdate from the highest ordinal down to
 //! the partition, one pod at a time, by the `controller-revision-hash` label (a
@@ -129,6 +130,9 @@ impl StatefulSetController {
         let (ns, name) = (meta::namespace(&set), meta::name(&set));
         let spec = &set["spec"];
         let replicas = spec["replicas"].as_i64().unwrap_or(1).max(0);
+        // spec.ordinals.start: the first ordinal (0 unless set).
+        let first = spec["ordinals"]["start"].as_i64().unwrap_or(0).max(0);
+        let end = first + replicas;
         let ordered = spec["podManagementPolicy"] != "Parallel";
         let hash = template_hash(&spec["template"]);
         let update_rev = format!("{name}-{hash}");
@@ -164,13 +168,13 @@ impl StatefulSetController {
                 .to_string()
         };
 
-        // Create and repair 0..replicas.
+        // Create and repair the ordinals first..first+replicas.
         let mut blocked = false;
-        for ord in 0..replicas {
+        for ord in first..end {
             match pods.get(&ord) {
                 None => {
                     // Below the partition a pod comes back at the current revision.
-                    let rev = if rolling && ord < partition {
+                    let rev = if rolling && ord - first < partition {
                         current_rev.clone()
                     } else {
                         update_rev.clone()
@@ -197,7 +201,8 @@ impl StatefulSetController {
         }
         // Scale down, highest ordinal first.
         let excess: Vec<Arc<Value>> = pods
-            .range(replicas..)
+            .iter()
+            .filter(|(o, _)| **o < first || **o >= end)
             .rev()
             .map(|(_, p)| p.clone())
             .collect();
@@ -219,7 +224,7 @@ impl StatefulSetController {
         }
         // Rolling update: one pod at a time from the highest ordinal to the partition.
         if rolling && !blocked && excess.is_empty() {
-            for ord in (partition.max(0)..replicas).rev() {
+            for ord in ((first + partition.max(0))..end).rev() {
                 let Some(p) = pods.get(&ord) else { break };
                 if meta::is_deleting(p) || !is_ready(p) {
                     break;
