@@ -39,8 +39,8 @@ pub async fn run(informers: Informers, mut shutdown: watch::Receiver<bool>) {
     let cronjobs = informers.get(builtin("batch", "v1", "cronjobs"));
     let jobs = informers.get(builtin("batch", "v1", "jobs"));
     let queue = WorkQueue::new();
-    super::owned::enqueue_self(&cronjobs, queue.clone());
-    super::owned::enqueue_owners(&jobs, cronjobs.clone(), "CronJob", queue.clone());
+    super::owned::enqueue_self(&cronjobs, queue.clone(), &shutdown);
+    super::owned::enqueue_owners(&jobs, cronjobs.clone(), "CronJob", queue.clone(), &shutdown);
     cronjobs.wait_synced().await;
     jobs.wait_synced().await;
     for c in cronjobs.list_all() {

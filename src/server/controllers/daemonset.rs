@@ -57,11 +57,11 @@ pub async fn run(informers: Informers, mut shutdown: watch::Receiver<bool>) {
     let pods = informers.get(builtin("", "v1", "pods"));
     let nodes = informers.get(builtin("", "v1", "nodes"));
     let queue: WorkQueue<ObjectKey> = WorkQueue::new();
-    super::owned::enqueue_self(&dss, queue.clone());
-    super::owned::enqueue_owners(&pods, dss.clone(), "DaemonSet", queue.clone());
+    super::owned::enqueue_self(&dss, queue.clone(), &shutdown);
+    super::owned::enqueue_owners(&pods, dss.clone(), "DaemonSet", queue.clone(), &shutdown);
     let mut node_events = nodes.subscribe();
     let (q, all) = (queue.clone(), dss.clone());
-    tokio::spawn(async move {
+    super::owned::spawn_until(&shutdown, async move {
         while let Some(ev) = node_events.recv().await {
             let relevant = match &ev {
                 InformerEvent::Updated { old, new } => node_changed(old, new),

@@ -35,8 +35,8 @@ pub async fn run(informers: Informers, mut shutdown: watch::Receiver<bool>) {
     let jobs = informers.get(builtin("batch", "v1", "jobs"));
     let pods = informers.get(builtin("", "v1", "pods"));
     let queue = WorkQueue::new();
-    super::owned::enqueue_self(&jobs, queue.clone());
-    super::owned::enqueue_owners(&pods, jobs.clone(), "Job", queue.clone());
+    super::owned::enqueue_self(&jobs, queue.clone(), &shutdown);
+    super::owned::enqueue_owners(&pods, jobs.clone(), "Job", queue.clone(), &shutdown);
     jobs.wait_synced().await;
     pods.wait_synced().await;
     for j in jobs.list_all() {

@@ -12,6 +12,7 @@ use crate::server::registry::{DeleteOptions, Registry, WriteOptions};
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::watch;
 
 /// How long a controller waits for its own write to show in the informer cache.
 const CACHE_WAIT: Duration = Duration::from_secs(3);
@@ -76,16 +77,32 @@ pub fn owned_by(informer: &Informer, ns: &str, uid: &str) -> Vec<Arc<Value>> {
     out
 }
 
+/// Runs `task` until it ends or `stop` flips (a controller's feeders end with it, so a
+/// lost and regained leadership does not leave the old ones behind).
+pub fn spawn_until(
+    stop: &watch::Receiver<bool>,
+    task: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let mut stop = stop.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = task => {}
+            _ = stop.changed() => {}
+        }
+    });
+}
+
 /// Feeds `queue` with the key of the owner (of `kind`) of every object `informer`
-/// reports, until the informer stops; a resync re-enqueues every owner of `owners`.
+/// reports, until `stop` flips; a resync re-enqueues every owner of `owners`.
 pub fn enqueue_owners(
     informer: &Informer,
     owners: Informer,
     kind: &'static str,
     queue: WorkQueue<ObjectKey>,
+    stop: &watch::Receiver<bool>,
 ) {
     let mut events = informer.subscribe();
-    tokio::spawn(async move {
+    spawn_until(stop, async move {
         while let Some(ev) = events.recv().await {
             let mut objs = Vec::new();
             match &ev {
@@ -111,11 +128,16 @@ pub fn enqueue_owners(
     });
 }
 
-/// Feeds `queue` with the key of every object of `informer` (the controller's own kind).
-pub fn enqueue_self(informer: &Informer, queue: WorkQueue<ObjectKey>) {
+/// Feeds `queue` with the key of every object of `informer` (the controller's own kind)
+/// until `stop` flips.
+pub fn enqueue_self(
+    informer: &Informer,
+    queue: WorkQueue<ObjectKey>,
+    stop: &watch::Receiver<bool>,
+) {
     let mut events = informer.subscribe();
     let cache = informer.clone();
-    tokio::spawn(async move {
+    spawn_until(stop, async move {
         while let Some(ev) = events.recv().await {
             match ev.object() {
                 Some(o) => queue.add(ObjectKey::of(o)),

@@ -18,7 +18,7 @@ pub async fn run(informers: Informers, mut shutdown: watch::Receiver<bool>) {
     let queue: WorkQueue<String> = WorkQueue::new();
     let (mut ns_events, mut sa_events) = (namespaces.subscribe(), accounts.subscribe());
     let (q, all) = (queue.clone(), namespaces.clone());
-    tokio::spawn(async move {
+    super::owned::spawn_until(&shutdown, async move {
         loop {
             let ev = tokio::select! {
                 Some(ev) = ns_events.recv() => ev,

@@ -38,8 +38,8 @@ pub async fn run(informers: Informers, mut shutdown: watch::Receiver<bool>) {
     let sets = informers.get(builtin("apps", "v1", "statefulsets"));
     let pods = informers.get(builtin("", "v1", "pods"));
     let queue: WorkQueue<ObjectKey> = WorkQueue::new();
-    super::owned::enqueue_self(&sets, queue.clone());
-    super::owned::enqueue_owners(&pods, sets.clone(), "StatefulSet", queue.clone());
+    super::owned::enqueue_self(&sets, queue.clone(), &shutdown);
+    super::owned::enqueue_owners(&pods, sets.clone(), "StatefulSet", queue.clone(), &shutdown);
     sets.wait_synced().await;
     pods.wait_synced().await;
     for s in sets.list_all() {
