@@ -470,6 +470,28 @@ fn a_daemonset_runs_one_pod_per_node_also_on_a_node_that_joins_later() {
         history.contains('1') && history.contains('2'),
         "rollout history: {history}"
     );
+    // `rollout undo` goes back to the first template, which becomes revision 3.
+    c.kubectl(&["rollout", "undo", "daemonset/agent"]).ok();
+    let ok = eventually(180, || hashes(&c) == before);
+    assert!(
+        ok,
+        "pods not back on {before:?} after undo: {:?}",
+        hashes(&c)
+    );
+    let history = c
+        .kubectl(&["rollout", "history", "daemonset/agent"])
+        .ok()
+        .to_string();
+    let numbers: Vec<&str> = history
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|w| w.parse::<u32>().is_ok())
+        .collect();
+    assert_eq!(
+        numbers,
+        vec!["2", "3"],
+        "rollout history after undo: {history}"
+    );
     let ok = eventually(60, || nodes_of_pods(&c) == all);
     assert!(
         ok,

@@ -12,11 +12,12 @@ use super::owned::{
     is_available, is_ready, now_secs, owned_by, phase, set_label, template_hash, ControllerError,
     EventRecorder,
 };
+use super::revisions::ensure_revision;
 use crate::api::meta;
 use crate::server::informer::{
     builtin, run_controller, Informer, InformerEvent, Informers, ObjectKey, WorkQueue,
 };
-use crate::server::registry::{Registry, WriteOptions};
+use crate::server::registry::Registry;
 use crate::server::scheduler::filter::node_affinity_fits;
 use crate::server::scheduler::types::{tolerated, NodeInfo, PodInfo};
 use serde_json::{json, Value};
@@ -25,8 +26,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 const COMPONENT: &str = "daemonset-controller";
-/// The pod label with the hash of the template revision a pod was made from.
-pub const REVISION_LABEL: &str = "controller-revision-hash";
+pub use super::revisions::REVISION_LABEL;
 /// The pod label with the DaemonSet generation a pod was made from.
 const GENERATION_LABEL: &str = "pod-template-generation";
 
@@ -45,6 +45,7 @@ const NETWORK_UNAVAILABLE: &str = "node.kubernetes.io/network-unavailable";
 
 struct DaemonSetController {
     registry: Registry,
+    revisions: Informer,
     events: EventRecorder,
     dss: Informer,
     pods: Informer,
@@ -72,7 +73,8 @@ pub async fn run(informers: Informers, mut shutdown: watch::Receiver<bool>) {
             }
         }
     });
-    for i in [&dss, &pods, &nodes] {
+    let revisions = informers.get(builtin("apps", "v1", "controllerrevisions"));
+    for i in [&dss, &pods, &nodes, &revisions] {
         i.wait_synced().await;
     }
     for d in dss.list_all() {
@@ -80,6 +82,7 @@ pub async fn run(informers: Informers, mut shutdown: watch::Receiver<bool>) {
     }
     let ctl = Arc::new(DaemonSetController {
         registry: informers.registry().clone(),
+        revisions,
         events: EventRecorder::new(informers.registry().clone(), COMPONENT),
         dss,
         pods,
@@ -206,7 +209,16 @@ impl DaemonSetController {
         let ns = meta::namespace(&ds);
         let template = &ds["spec"]["template"];
         let hash = template_hash(template);
-        self.ensure_revision(&ds, &hash).await?;
+        let name = format!("{}-{hash}", meta::name(&ds));
+        ensure_revision(
+            &self.registry,
+            &self.revisions,
+            &ds,
+            "DaemonSet",
+            &name,
+            &hash,
+        )
+        .await?;
         let mut probe =
             json!({"metadata": template["metadata"].clone(), "spec": template["spec"].clone()});
         add_daemon_tolerations(&mut probe["spec"]);
@@ -403,74 +415,6 @@ impl DaemonSetController {
         let msg = format!("Deleted pod: {}", meta::name(pod));
         self.events.normal(ds, "SuccessfulDelete", &msg).await;
         Ok(())
-    }
-
-    /// A ControllerRevision `<ds>-<hash>` holding the template (what `kubectl rollout
-    /// history daemonset` lists), numbered after the newest existing one.
-    async fn ensure_revision(&self, ds: &Value, hash: &str) -> Result<(), ControllerError> {
-        ensure_revision(
-            &self.registry,
-            ds,
-            "apps/v1",
-            "DaemonSet",
-            &format!("{}-{hash}", meta::name(ds)),
-            hash,
-        )
-        .await
-    }
-}
-
-/// Creates the ControllerRevision `name` of `owner` (its `spec.template` as data) unless
-/// it exists; the revision number follows the owner's newest revision.
-pub async fn ensure_revision(
-    registry: &Registry,
-    owner: &Value,
-    api_version: &str,
-    kind: &str,
-    name: &str,
-    hash: &str,
-) -> Result<(), ControllerError> {
-    let res = builtin("apps", "v1", "controllerrevisions");
-    let ns = meta::namespace(owner);
-    match registry.get(res, ns, name).await {
-        Ok(_) => return Ok(()),
-        Err(e) if e.code != 404 => {
-            return Err(ControllerError::api("reading a controller revision", e))
-        }
-        Err(_) => {}
-    }
-    let existing = registry
-        .list(res, ns, &Default::default())
-        .await
-        .map_err(|e| ControllerError::api("listing controller revisions", e))?;
-    let newest = existing
-        .items
-        .iter()
-        .filter_map(|i| i.value().ok())
-        .filter(|r| super::owned::controller_of(r).is_some_and(|o| o["uid"] == meta::uid(owner)))
-        .filter_map(|r| r["revision"].as_i64())
-        .max()
-        .unwrap_or(0);
-    let mut labels = owner["spec"]["selector"]["matchLabels"].clone();
-    if !labels.is_object() {
-        labels = json!({});
-    }
-    labels[REVISION_LABEL] = json!(hash);
-    let rev = json!({
-        "apiVersion": "apps/v1",
-        "kind": "ControllerRevision",
-        "metadata": {"name": name, "namespace": ns, "labels": labels,
-            "ownerReferences": [controller_ref(owner, api_version, kind)]},
-        "data": {"spec": {"template": owner["spec"]["template"].clone()}},
-        "revision": newest + 1,
-    });
-    match registry
-        .create(res, ns, rev, &WriteOptions::default())
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(e) if e.code == 409 => Ok(()),
-        Err(e) => Err(ControllerError::api("creating a controller revision", e)),
     }
 }
 

@@ -14,6 +14,7 @@ pub mod namespace;
 pub mod node_ipam;
 pub mod node_lifecycle;
 pub mod owned;
+pub mod revisions;
 pub mod serviceaccount;
 pub mod statefulset;
 

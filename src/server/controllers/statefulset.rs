@@ -7,11 +7,11 @@
 //! the partition, one pod at a time, by the `controller-revision-hash` label (a
 //! ControllerRevision per template), and OnDelete; the status `kubectl` shows.
 
-use super::daemonset::{ensure_revision, REVISION_LABEL};
 use super::owned::{
     controller_ref, create_pod, delete_object, from_template, is_available, is_finished, is_ready,
     now_secs, owned_by, set_label, template_hash, ControllerError, EventRecorder,
 };
+use super::revisions::{ensure_revision, revision_template, REVISION_LABEL};
 use crate::api::meta;
 use crate::server::informer::{builtin, run_controller, Informer, Informers, ObjectKey, WorkQueue};
 use crate::server::registry::{Registry, WriteOptions};
@@ -28,6 +28,7 @@ pub const POD_INDEX_LABEL: &str = "apps.kubernetes.io/pod-index";
 
 struct StatefulSetController {
     registry: Registry,
+    revisions: Informer,
     events: EventRecorder,
     sets: Informer,
     pods: Informer,
@@ -40,13 +41,16 @@ pub async fn run(informers: Informers, mut shutdown: watch::Receiver<bool>) {
     let queue: WorkQueue<ObjectKey> = WorkQueue::new();
     super::owned::enqueue_self(&sets, queue.clone(), &shutdown);
     super::owned::enqueue_owners(&pods, sets.clone(), "StatefulSet", queue.clone(), &shutdown);
+    let revisions = informers.get(builtin("apps", "v1", "controllerrevisions"));
     sets.wait_synced().await;
     pods.wait_synced().await;
+    revisions.wait_synced().await;
     for s in sets.list_all() {
         queue.add(ObjectKey::of(&s));
     }
     let ctl = Arc::new(StatefulSetController {
         registry: informers.registry().clone(),
+        revisions,
         events: EventRecorder::new(informers.registry().clone(), COMPONENT),
         sets,
         pods,
@@ -138,8 +142,8 @@ impl StatefulSetController {
         let update_rev = format!("{name}-{hash}");
         ensure_revision(
             &self.registry,
+            &self.revisions,
             &set,
-            "apps/v1",
             "StatefulSet",
             &update_rev,
             &hash,
@@ -287,24 +291,17 @@ impl StatefulSetController {
     }
 
     /// The template of revision `rev` (from its ControllerRevision), or the set's own.
-    async fn template_of(&self, set: &Value, rev: &str) -> Value {
-        let res = builtin("apps", "v1", "controllerrevisions");
-        match self
-            .registry
-            .get(res, meta::namespace(set), rev)
-            .await
-            .and_then(|o| o.value())
-        {
-            Ok(r) if r["data"]["spec"]["template"].is_object() => {
-                r["data"]["spec"]["template"].clone()
-            }
-            _ => set["spec"]["template"].clone(),
-        }
+    fn template_of(&self, set: &Value, rev: &str) -> Value {
+        self.revisions
+            .get(meta::namespace(set), rev)
+            .and_then(|r| revision_template(&r))
+            .filter(Value::is_object)
+            .unwrap_or_else(|| set["spec"]["template"].clone())
     }
 
     async fn create(&self, set: &Value, ord: i64, rev: &str) -> Result<(), ControllerError> {
         self.create_claims(set, ord).await?;
-        let template = self.template_of(set, rev).await;
+        let template = self.template_of(set, rev);
         let pod = new_pod(set, &template, ord, rev);
         let pod_name = meta::name(&pod).to_string();
         match create_pod(&self.registry, &self.pods, meta::namespace(set), pod).await {
