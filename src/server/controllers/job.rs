@@ -2,9 +2,9 @@
 //! completions, until one succeeded and none runs), never more than `parallelism` at
 //! once; Indexed completion mode; backoffLimit (failed pods, plus container restarts
 //! with restartPolicy OnFailure) with upstream's replacement back-off;
-//! activeDeadlineSeconds; podFailurePolicy (FailJob, Ignore, Count); suspend; the
-//! conditions of 1.31+ (FailureTarget/SuccessCriteriaMet first, then Failed/Complete
-//! once no pod is left running); and ttlSecondsAfterFinished.
+//! activeDeadlineSeconds; podFailurePolicy (FailJob, Ignore, Count); podReplacementPolicy;
+//! suspend; the conditions of 1.31+ (FailureTarget/SuccessCriteriaMet first, then
+//! Failed/Complete once no pod is left running); and ttlSecondsAfterFinished.
 
 use super::job_rules::{self, FailureAction};
 use super::owned::{
@@ -283,8 +283,11 @@ impl JobController {
             let wait = job_rules::last_failure(&failed_pods)
                 .map(|t| t + job_rules::backoff_delay(counted) - now)
                 .filter(|w| *w > 0 && counted > 0);
+            // podReplacementPolicy Failed: no replacement while a pod is still terminating.
+            let hold =
+                wait.is_some() || (spec["podReplacementPolicy"] == "Failed" && terminating > 0);
             let (created, deleted) = if indexed {
-                self.manage_indexed(&job, &active, &done_indexes, parallelism, wait.is_some())
+                self.manage_indexed(&job, &active, &done_indexes, parallelism, hold)
                     .await?
             } else {
                 let want = match completions {
@@ -293,7 +296,7 @@ impl JobController {
                     None => parallelism,
                 }
                 .max(0);
-                self.manage(&job, &active, want, wait.is_some()).await?
+                self.manage(&job, &active, want, hold).await?
             };
             active_now += created - deleted;
             if let Some(w) = wait {
