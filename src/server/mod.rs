@@ -213,6 +213,10 @@ pub async fn run_until(
                 tokio::spawn(services::lb::run(informers.clone(), stop.clone())),
                 tokio::spawn(controllers::replicaset::run(informers.clone(), stop.clone())),
                 tokio::spawn(controllers::deployment::run(informers.clone(), stop.clone())),
+                tokio::spawn(controllers::job::run(informers.clone(), stop.clone())),
+                tokio::spawn(controllers::cronjob::run(informers.clone(), stop.clone())),
+                tokio::spawn(controllers::daemonset::run(informers.clone(), stop.clone())),
+                tokio::spawn(controllers::statefulset::run(informers.clone(), stop.clone())),
             ]
         })
     };

@@ -2,6 +2,10 @@
 //! gone, and carries out the `foregroundDeletion` and `orphan` finalizers that a delete
 //! with propagationPolicy Foreground or Orphan leaves on an owner.
 //!
+//! Foreground deletion deletes every dependent and removes the owner once no dependent
+//! with `blockOwnerDeletion: true` is left (as upstream, dependents without it do not
+//! hold the owner); Orphan removes the owner's reference from its dependents first.
+//!
 //! It keeps a small in-memory graph (dependent key → owners, owner uid → dependents),
 //! built from one full list at start and kept current from the store's watch, so a change
 //! costs work proportional to the objects it touches, not to the cluster.
@@ -54,6 +58,21 @@ struct Graph {
     dependents: HashMap<String, HashSet<String>>,
     /// uid → key of owners being deleted with a GC finalizer
     finalizing: HashMap<String, String>,
+    /// (dependent key, owner uid) of references with `blockOwnerDeletion: true`
+    blocking: HashSet<(String, String)>,
+}
+
+/// The owner uids whose references on `obj` have `blockOwnerDeletion: true`.
+fn blocking_uids(obj: &Value) -> Vec<String> {
+    obj["metadata"]["ownerReferences"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|o| o["blockOwnerDeletion"].as_bool() == Some(true))
+                .filter_map(|o| o["uid"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 impl Graph {
@@ -68,6 +87,9 @@ impl Graph {
         }
         if !uids.is_empty() {
             self.owners.insert(key.to_string(), uids);
+        }
+        for u in blocking_uids(obj) {
+            self.blocking.insert((key.to_string(), u));
         }
         let fins = meta::finalizers(obj);
         if meta::is_deleting(obj) && fins.iter().any(|f| f == FOREGROUND || f == ORPHAN) {
@@ -88,6 +110,7 @@ impl Graph {
             }
         }
         self.finalizing.retain(|_, k| k != key);
+        self.blocking.retain(|(k, _)| k != key);
     }
 }
 
@@ -308,21 +331,42 @@ async fn finalize(
         done.push(ORPHAN);
     }
     if fins.iter().any(|f| f == FOREGROUND) {
-        if deps.is_empty() {
+        // Only dependents with blockOwnerDeletion hold the owner back.
+        let blocked = deps
+            .iter()
+            .any(|d| graph.blocking.contains(&(d.clone(), uid.clone())));
+        if !blocked {
             done.push(FOREGROUND);
-        } else {
-            for d in &deps {
-                let Some((dres, dns, dname)) = locate(d) else {
-                    continue;
-                };
-                let opts = DeleteOptions {
-                    propagation: Some("Foreground".into()),
-                    ..Default::default()
-                };
-                if let Err(e) = registry.delete(dres, &dns, &dname, &opts).await {
-                    if e.code != 404 {
-                        return Err(e);
-                    }
+        }
+        for d in &deps {
+            let Some((dres, dns, dname)) = locate(d) else {
+                continue;
+            };
+            let Ok(dep) = registry
+                .get(dres, &dns, &dname)
+                .await
+                .and_then(|o| o.value())
+            else {
+                continue;
+            };
+            if meta::is_deleting(&dep) {
+                continue;
+            }
+            // As upstream: a dependent with dependents of its own goes in the foreground
+            // too, so the whole chain is gone before the owner.
+            let policy = if graph.dependents.contains_key(meta::uid(&dep)) {
+                "Foreground"
+            } else {
+                "Background"
+            };
+            let opts = DeleteOptions {
+                uid: Some(meta::uid(&dep).to_string()),
+                propagation: Some(policy.into()),
+                ..Default::default()
+            };
+            if let Err(e) = registry.delete(dres, &dns, &dname, &opts).await {
+                if e.code != 404 && e.code != 409 {
+                    return Err(e);
                 }
             }
         }

@@ -2,17 +2,25 @@
 //! compares the objects with what should be and moves one step closer, and converges
 //! again from a fresh list after any restart.
 
+pub mod cron;
+pub mod cronjob;
+pub mod daemonset;
 pub mod deployment;
 pub mod disruption;
 pub mod endpoints;
 pub mod endpointslices;
 pub mod events;
 pub mod gc;
+pub mod job;
+pub mod job_rules;
 pub mod manifests;
 pub mod namespace;
 pub mod node_ipam;
 pub mod node_lifecycle;
+pub mod owned;
 pub mod replicaset;
+pub mod revisions;
+pub mod statefulset;
 
 /// Waits until something under `prefix` changes after `rev`, 30 s pass (a resync), or
 /// `shutdown` flips. Returns false on shutdown.
