@@ -12,6 +12,7 @@ pub mod registry;
 pub mod scheduler;
 pub mod serviceaccount;
 pub mod services;
+pub mod storage;
 pub mod store;
 
 use crate::config::ServerConfig;
@@ -188,6 +189,13 @@ pub async fn run_until(
         runtime_rx,
     );
     let grace = cfg.controllers.node_monitor_grace_period;
+    let storage_settings = storage::StorageSettings {
+        local_storage_path: cfg
+            .controllers
+            .default_local_storage_path
+            .clone()
+            .unwrap_or_else(|| cfg.data_dir.join("storage")),
+    };
     let leading = {
         let (informers, stop) = (informers.clone(), shutdown.clone());
         let (root_ca, tls_dir) = (pki.server_ca_pem.clone(), server_dir.join("tls"));
@@ -213,6 +221,11 @@ pub async fn run_until(
                 tokio::spawn(services::lb::run(informers.clone(), stop.clone())),
                 tokio::spawn(controllers::replicaset::run(informers.clone(), stop.clone())),
                 tokio::spawn(controllers::deployment::run(informers.clone(), stop.clone())),
+                tokio::spawn(storage::run(
+                    informers.clone(),
+                    storage_settings.clone(),
+                    stop.clone(),
+                )),
             ]
         })
     };
