@@ -173,8 +173,28 @@ impl Binder {
     }
 
     fn on_pod(&self, pod: &Value) {
+        let ns = meta::namespace(pod);
         for c in pod_claims(pod) {
-            self.claims.add(ObjectKey::new(meta::namespace(pod), &c));
+            self.claims.add(ObjectKey::new(ns, &c));
+        }
+        for (name, claim) in super::ephemeral::claims_for(pod) {
+            if self.pvcs.get(ns, &name).is_some() {
+                continue;
+            }
+            let (registry, res, ns) = (self.registry.clone(), self.pvc_res, ns.to_string());
+            tokio::spawn(async move {
+                match registry
+                    .create(res, &ns, claim, &WriteOptions::default())
+                    .await
+                {
+                    // 409: made already (an event raced the informer), or a claim of that
+                    // name the pod does not own; the pod then waits, as upstream.
+                    Ok(_) | Err(ApiError { code: 409, .. }) => {}
+                    Err(e) => {
+                        tracing::warn!(claim = %name, namespace = %ns, error = %e.message, "cannot create the claim of an ephemeral volume")
+                    }
+                }
+            });
         }
     }
 

@@ -15,6 +15,7 @@
 //! (`agent::pods::volumes::pvc`).
 
 pub mod binder;
+pub mod ephemeral;
 pub mod matching;
 pub mod provision;
 
