@@ -81,6 +81,9 @@ pub struct ControllerSettings {
     pub default_unreachable_toleration_seconds: i64,
     /// `--service-node-port-range`: the ports NodePort services get (default 30000-32767).
     pub service_node_port_range: crate::server::services::alloc::PortRange,
+    /// `--default-local-storage-path`: where local-path volumes live (None: the
+    /// default, `<data-dir>/storage`).
+    pub default_local_storage_path: Option<PathBuf>,
 }
 
 impl Default for ControllerSettings {
@@ -90,6 +93,7 @@ impl Default for ControllerSettings {
             default_not_ready_toleration_seconds: 300,
             default_unreachable_toleration_seconds: 300,
             service_node_port_range: Default::default(),
+            default_local_storage_path: None,
         }
     }
 }
@@ -428,6 +432,9 @@ struct ServerArgs {
     #[arg(long, env = "K3RS_SERVICE_NODE_PORT_RANGE", default_value = "30000-32767",
           value_name = "RANGE")]
     service_node_port_range: String,
+    /// Default local storage path for local provisioner storage class
+    #[arg(long, env = "K3RS_DEFAULT_LOCAL_STORAGE_PATH", value_name = "PATH")]
+    default_local_storage_path: Option<String>,
 }
 
 fn cli_command() -> clap::Command {
@@ -674,6 +681,8 @@ fn resolve_server(
             a.service_node_port_range.trim(),
             parse_port_range,
         )?,
+        default_local_storage_path: nonempty(a.default_local_storage_path)
+            .map(|p| host.cwd.join(p)),
     };
 
     Ok(ServerConfig {

@@ -217,6 +217,11 @@ pub async fn run(opts: AgentOptions, shutdown: watch::Receiver<bool>) -> anyhow:
         host_resolv_conf: resolv_conf,
     });
     let pods_task = tokio::spawn(pods::run(ctx, shutdown.clone()));
+    tokio::spawn(pods::volumes::pvc::run_cleanup(
+        api.clone(),
+        agent_dir.clone(),
+        shutdown.clone(),
+    ));
     let kubelet_task = start_kubelet(
         &agent_dir,
         s.kubelet_port,

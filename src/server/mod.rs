@@ -12,6 +12,7 @@ pub mod registry;
 pub mod scheduler;
 pub mod serviceaccount;
 pub mod services;
+pub mod storage;
 pub mod store;
 
 use crate::config::ServerConfig;
@@ -188,6 +189,13 @@ pub async fn run_until(
         runtime_rx,
     );
     let grace = cfg.controllers.node_monitor_grace_period;
+    let storage_settings = storage::StorageSettings {
+        local_storage_path: cfg
+            .controllers
+            .default_local_storage_path
+            .clone()
+            .unwrap_or_else(|| cfg.data_dir.join("storage")),
+    };
     let leading = {
         let (informers, stop) = (informers.clone(), shutdown.clone());
         let (root_ca, tls_dir) = (pki.server_ca_pem.clone(), server_dir.join("tls"));
@@ -217,6 +225,11 @@ pub async fn run_until(
                 tokio::spawn(controllers::cronjob::run(informers.clone(), stop.clone())),
                 tokio::spawn(controllers::daemonset::run(informers.clone(), stop.clone())),
                 tokio::spawn(controllers::statefulset::run(informers.clone(), stop.clone())),
+                tokio::spawn(storage::run(
+                    informers.clone(),
+                    storage_settings.clone(),
+                    stop.clone(),
+                )),
             ]
         })
     };

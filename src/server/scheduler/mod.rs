@@ -14,6 +14,7 @@ mod cache;
 pub mod filter;
 mod score;
 pub mod types;
+pub mod volumes;
 
 use crate::api::meta;
 use crate::server::informer::{builtin, Informer, InformerEvent, Informers, ObjectKey, WorkQueue};
@@ -58,6 +59,7 @@ struct Scheduler {
     registry: Registry,
     pods: Informer,
     nodes: Informer,
+    volumes: volumes::VolumeInformers,
     cache: Cache,
     queue: WorkQueue<ObjectKey>,
     unschedulable: HashSet<ObjectKey>,
@@ -74,13 +76,17 @@ pub async fn run(informers: Informers, mut shutdown: watch::Receiver<bool>) {
     let nodes = informers.get(builtin("", "v1", "nodes"));
     let mut pod_events = pods.subscribe();
     let mut node_events = nodes.subscribe();
+    let vols = volumes::VolumeInformers::new(&informers);
+    let [mut claim_events, mut volume_events] = vols.subscribe();
     pods.wait_synced().await;
     nodes.wait_synced().await;
+    vols.wait_synced().await;
     let (outcomes, mut outcome_rx) = mpsc::unbounded_channel();
     let mut s = Scheduler {
         registry: informers.registry().clone(),
         pods,
         nodes,
+        volumes: vols,
         cache: Cache::default(),
         queue: WorkQueue::new(),
         unschedulable: HashSet::new(),
@@ -104,6 +110,9 @@ pub async fn run(informers: Informers, mut shutdown: watch::Receiver<bool>) {
             Some(o) = outcome_rx.recv() => s.bound(o),
             Some(ev) = node_events.recv() => s.node_event(ev),
             Some(ev) = pod_events.recv() => s.pod_event(ev),
+            // A claim bound or a volume appeared: pods waiting for them may fit now.
+            Some(_) = claim_events.recv() => s.retry_unschedulable(),
+            Some(_) = volume_events.recv() => s.retry_unschedulable(),
             _ = retry.tick() => s.retry_unschedulable(),
             Some(key) = queue.get() => {
                 s.schedule_one(&key).await;
@@ -228,7 +237,11 @@ impl Scheduler {
     }
 
     /// Picks a node, or explains why none fits.
-    fn find_node(&mut self, pod: &PodInfo) -> Result<String, Diagnosis> {
+    fn find_node(
+        &mut self,
+        pod: &PodInfo,
+        claims: &volumes::PodClaims,
+    ) -> Result<String, Diagnosis> {
         let n = self.cache.node_count();
         let mut diag = Diagnosis {
             nodes: n,
@@ -243,7 +256,10 @@ impl Scheduler {
             let Some(node) = self.cache.node_at((start + i) % n) else {
                 continue;
             };
-            let failures = filter::filter(pod, node, &self.cache);
+            let mut failures = filter::filter(pod, node, &self.cache);
+            if failures.is_empty() {
+                failures.extend(claims.filter(node));
+            }
             if failures.is_empty() {
                 feasible.push(node);
                 if feasible.len() >= want {
@@ -291,7 +307,14 @@ impl Scheduler {
         {
             return;
         }
-        match self.find_node(&info) {
+        let claims = match volumes::PodClaims::of(&obj, &self.volumes) {
+            Ok(c) => c,
+            Err(reason) => {
+                let msg = volumes::prefilter_message(self.cache.node_count(), &reason);
+                return self.unschedulable_now(key, obj, msg);
+            }
+        };
+        match self.find_node(&info, &claims) {
             Ok(node) => {
                 self.cache.add_pod(Arc::new(info), &node, true);
                 let Ok(permit) = self.binds.clone().acquire_owned().await else {
@@ -300,12 +323,18 @@ impl Scheduler {
                 let (registry, tx, key) =
                     (self.registry.clone(), self.outcomes.clone(), key.clone());
                 tokio::spawn(async move {
-                    let r = bind::bind_pod(&registry, &key.namespace, &key.name, &node).await;
+                    // Claims learn the node first: the provisioner makes their volumes there.
+                    let r = match claims.select_node(&registry, &node).await {
+                        Ok(()) => bind::bind_pod(&registry, &key.namespace, &key.name, &node)
+                            .await
+                            .map(drop),
+                        Err(e) => Err(e),
+                    };
                     drop(permit);
                     let ok = r.is_ok();
                     let _ = tx.send(BindOutcome {
                         key: key.clone(),
-                        result: r.map(drop),
+                        result: r,
                     });
                     if ok {
                         let msg = format!("Successfully assigned {key} to {node}");
@@ -321,18 +350,20 @@ impl Scheduler {
                     }
                 });
             }
-            Err(diag) => {
-                let msg = diag.message();
-                tracing::debug!(pod = %key, message = %msg, "pod is unschedulable");
-                self.unschedulable.insert(key.clone());
-                let (registry, failures) = (self.registry.clone(), self.failures.clone());
-                tokio::spawn(async move {
-                    failures
-                        .record(&registry, &obj, &msg, DEFAULT_SCHEDULER)
-                        .await;
-                });
-            }
+            Err(diag) => self.unschedulable_now(key, obj, diag.message()),
         }
+    }
+
+    /// Parks a pod that fits nowhere and reports why (`FailedScheduling`).
+    fn unschedulable_now(&mut self, key: &ObjectKey, obj: Arc<Value>, msg: String) {
+        tracing::debug!(pod = %key, message = %msg, "pod is unschedulable");
+        self.unschedulable.insert(key.clone());
+        let (registry, failures) = (self.registry.clone(), self.failures.clone());
+        tokio::spawn(async move {
+            failures
+                .record(&registry, &obj, &msg, DEFAULT_SCHEDULER)
+                .await;
+        });
     }
 }
 

@@ -13,6 +13,7 @@ pub(crate) mod downward;
 mod host;
 mod podfiles;
 mod projection;
+pub mod pvc;
 pub(crate) mod quantity;
 pub mod satoken;
 
@@ -47,6 +48,8 @@ pub struct Objects {
     pub secrets: HashMap<String, Secret>,
     /// Tokens for the pod's `serviceAccountToken` projections ([`satoken::ensure`]).
     pub service_account_tokens: satoken::Tokens,
+    /// The bound volumes of the pod's claims ([`pvc::fetch`]).
+    pub claims: pvc::Claims,
 }
 
 /// Node facts volumes and specs need.
@@ -258,6 +261,9 @@ fn set_up(
     }
     if let Some(h) = &v.host_path {
         return host::host_path(h);
+    }
+    if let Some(claim) = pvc::claim_name(pod, v) {
+        return pvc::set_up(&claim, &objects.claims, fs_group);
     }
     let (dir, payload) = if let Some(c) = &v.config_map {
         let dir = plugin_dir(pod_dir, "configmap", &v.name);

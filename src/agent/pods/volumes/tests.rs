@@ -329,7 +329,7 @@ fn missing_objects_use_upstream_wording() {
     .unwrap_err();
     assert!(
         err.to_string()
-            .ends_with("persistentVolumeClaim volumes are not supported by k3rs yet"),
+            .ends_with("persistentvolumeclaim \"\" is not bound to a volume yet"),
         "{err}"
     );
 }

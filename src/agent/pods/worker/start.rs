@@ -297,6 +297,8 @@ impl Worker {
         )
         .await
         .map_err(|e| format!("failed to fetch token: {e}"))?;
+        objects.claims =
+            volumes::pvc::fetch(&self.ctx.client, &self.pod, &self.ctx.agent_dir).await?;
         let pod_dir = layout::pod_dir(&self.ctx.agent_dir, &self.uid);
         let facts = self.ctx.node_facts(&self.pod, self.pod_ip.as_deref());
         let pod = self.pod.clone();

@@ -1,0 +1,275 @@
+//! PersistentVolumeClaim volumes on this node: [`fetch`] resolves each claim a pod
+//! uses to its bound PersistentVolume (`hostPath` or `local`), [`set_up`] prepares the
+//! directory the containers bind-mount (subPath, readOnly and the like are the
+//! container mounts' business), and [`run_cleanup`] removes the directories of
+//! local-path volumes whose PersistentVolume object is gone (reclaim policy Delete).
+//!
+//! A local-path directory is created on first use with mode 0777, like
+//! local-path-provisioner's helper does, and recorded under
+//! `<agent dir>/local-path/<volume name>` so the node remembers what it may delete:
+//! nothing outside those records is ever removed.
+
+use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{HostPathVolumeSource, Pod};
+use serde_json::Value;
+
+use super::{host, IoError, SetUpError};
+use crate::agent::client::ApiClient;
+
+/// Annotation value of volumes made by the built-in local-path provisioner.
+const LOCAL_PATH_PROVISIONER: &str = "rancher.io/local-path";
+/// How often the node looks for directories of deleted volumes.
+const CLEANUP_PERIOD: Duration = Duration::from_secs(5);
+
+/// The volume behind one claim, as this node mounts it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimVolume {
+    /// The PersistentVolume's name.
+    pub volume: String,
+    /// Its `hostPath` source, or for `local` volumes the path with type `Directory`.
+    pub source: HostPathVolumeSource,
+    /// Made by the local-path provisioner: create it 0777, record it for cleanup.
+    pub local_path: bool,
+    /// Where the record of a local-path directory goes.
+    pub records_dir: PathBuf,
+}
+
+/// Claim name → its volume, for the claims of one pod.
+pub type Claims = HashMap<String, ClaimVolume>;
+
+/// Directory of the records of local-path directories on this node.
+pub fn records_dir(agent_dir: &Path) -> PathBuf {
+    agent_dir.join("local-path")
+}
+
+/// The claim a pod volume uses: `persistentVolumeClaim.claimName`, or `<pod>-<volume>`
+/// for a generic ephemeral volume.
+pub fn claim_name(pod: &Pod, v: &k8s_openapi::api::core::v1::Volume) -> Option<String> {
+    if let Some(c) = &v.persistent_volume_claim {
+        return Some(c.claim_name.clone());
+    }
+    v.ephemeral.as_ref().map(|_| {
+        format!(
+            "{}-{}",
+            pod.metadata.name.as_deref().unwrap_or_default(),
+            v.name
+        )
+    })
+}
+
+/// Resolves the pod's claims to their bound volumes. An `Err` (claim missing or not
+/// bound yet) is reported as the pod's waiting message and retried by the worker.
+pub async fn fetch(client: &ApiClient, pod: &Pod, agent_dir: &Path) -> Result<Claims, String> {
+    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let mut out = Claims::new();
+    let volumes = pod.spec.as_ref().and_then(|s| s.volumes.as_ref());
+    for v in volumes.into_iter().flatten() {
+        let Some(name) = claim_name(pod, v) else {
+            continue;
+        };
+        let path = format!("/api/v1/namespaces/{ns}/persistentvolumeclaims/{name}");
+        let claim: Value = match client.get(&path).await {
+            Ok(Some(c)) => c,
+            Ok(None) => return Err(format!("persistentvolumeclaim \"{name}\" not found")),
+            Err(e) => return Err(format!("getting persistentvolumeclaim \"{name}\": {e}")),
+        };
+        let volume = claim["spec"]["volumeName"].as_str().unwrap_or("");
+        if volume.is_empty() || claim["status"]["phase"].as_str() != Some("Bound") {
+            return Err(format!(
+                "waiting for persistentvolumeclaim \"{name}\" to be bound to a volume"
+            ));
+        }
+        let pv: Value = match client
+            .get(&format!("/api/v1/persistentvolumes/{volume}"))
+            .await
+        {
+            Ok(Some(pv)) => pv,
+            Ok(None) => return Err(format!("persistentvolume \"{volume}\" not found")),
+            Err(e) => return Err(format!("getting persistentvolume \"{volume}\": {e}")),
+        };
+        out.insert(name, resolve(&pv, agent_dir)?);
+    }
+    Ok(out)
+}
+
+/// How this node mounts a PersistentVolume.
+pub fn resolve(pv: &Value, agent_dir: &Path) -> Result<ClaimVolume, String> {
+    let name = pv["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let spec = &pv["spec"];
+    let source = if let Some(p) = spec["hostPath"]["path"].as_str() {
+        HostPathVolumeSource {
+            path: p.to_string(),
+            type_: spec["hostPath"]["type"].as_str().map(str::to_string),
+        }
+    } else if let Some(p) = spec["local"]["path"].as_str() {
+        HostPathVolumeSource {
+            path: p.to_string(),
+            type_: Some("Directory".to_string()),
+        }
+    } else {
+        return Err(format!(
+            "persistentvolume \"{name}\" has a volume source k3rs cannot mount (only hostPath and local are supported)"
+        ));
+    };
+    let local_path = pv["metadata"]["annotations"]["pv.kubernetes.io/provisioned-by"].as_str()
+        == Some(LOCAL_PATH_PROVISIONER);
+    Ok(ClaimVolume {
+        volume: name,
+        source,
+        local_path,
+        records_dir: records_dir(agent_dir),
+    })
+}
+
+fn io_err<'a>(
+    what: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> SetUpError + 'a {
+    move |e| SetUpError::Io(IoError::at(what, path)(e))
+}
+
+/// Prepares the directory of claim `claim` (from [`fetch`]); returns its host path.
+pub fn set_up(claim: &str, claims: &Claims, fs_group: Option<u32>) -> Result<PathBuf, SetUpError> {
+    let Some(cv) = claims.get(claim) else {
+        return Err(SetUpError::Invalid(format!(
+            "persistentvolumeclaim \"{claim}\" is not bound to a volume yet"
+        )));
+    };
+    let dir = PathBuf::from(&cv.source.path);
+    if cv.local_path {
+        std::fs::create_dir_all(&cv.records_dir)
+            .map_err(io_err("create directory", &cv.records_dir))?;
+        let record = cv.records_dir.join(&cv.volume);
+        if !record.exists() {
+            std::fs::write(&record, cv.source.path.as_bytes()).map_err(io_err("write", &record))?;
+        }
+        if !dir.exists() {
+            std::fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))
+                .map_err(io_err("chmod", &dir))?;
+        }
+    }
+    let path = host::host_path(&cv.source)?;
+    // fsGroup applies to volumes the node owns (local-path and local), not to plain
+    // hostPath ones, as upstream.
+    if let Some(gid) =
+        fs_group.filter(|_| cv.local_path || cv.source.type_.as_deref() == Some("Directory"))
+    {
+        std::os::unix::fs::chown(&path, None, Some(gid)).map_err(io_err("chown", &path))?;
+        let mode = std::fs::metadata(&path)
+            .map_err(io_err("stat", &path))?
+            .permissions()
+            .mode();
+        std::fs::set_permissions(
+            &path,
+            std::fs::Permissions::from_mode((mode & 0o7777) | 0o2070),
+        )
+        .map_err(io_err("chmod", &path))?;
+    }
+    Ok(path)
+}
+
+/// One cleanup pass: removes the directory of each recorded local-path volume whose
+/// PersistentVolume no longer exists. Returns the volumes cleaned up.
+pub async fn cleanup_once(client: &ApiClient, agent_dir: &Path) -> Vec<String> {
+    let dir = records_dir(agent_dir);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    let mut done = Vec::new();
+    for e in entries.flatten() {
+        let volume = e.file_name().to_string_lossy().to_string();
+        match client
+            .get::<Value>(&format!("/api/v1/persistentvolumes/{volume}"))
+            .await
+        {
+            Ok(None) => {}
+            // Still there (bound, or Released and kept by Retain), or unknown: keep.
+            Ok(Some(_)) | Err(_) => continue,
+        }
+        let record = e.path();
+        let Ok(path) = std::fs::read_to_string(&record) else {
+            continue;
+        };
+        let path = PathBuf::from(path.trim());
+        match std::fs::remove_dir_all(&path) {
+            Ok(()) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => {
+                tracing::warn!(volume, dir = %path.display(), error = %err, "cannot remove the directory of a deleted volume; retrying");
+                continue;
+            }
+        }
+        let _ = std::fs::remove_file(&record);
+        tracing::info!(volume, dir = %path.display(), "removed the directory of a deleted local-path volume");
+        done.push(volume);
+    }
+    done
+}
+
+/// Runs [`cleanup_once`] periodically until `shutdown` flips.
+pub async fn run_cleanup(
+    client: ApiClient,
+    agent_dir: PathBuf,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(CLEANUP_PERIOD);
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => {
+                if *shutdown.borrow() {
+                    return;
+                }
+            }
+            _ = tick.tick() => {
+                cleanup_once(&client, &agent_dir).await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn local_path_directory_is_created_world_writable_and_recorded() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("storage/pvc-1_ns_data");
+        let pv = json!({"metadata": {"name": "pvc-1",
+                "annotations": {"pv.kubernetes.io/provisioned-by": "rancher.io/local-path"}},
+            "spec": {"hostPath": {"path": data.to_str().unwrap(), "type": "DirectoryOrCreate"}}});
+        let cv = resolve(&pv, tmp.path()).unwrap();
+        assert!(cv.local_path);
+        let claims = Claims::from([("data".to_string(), cv)]);
+        let path = set_up("data", &claims, None).unwrap();
+        assert_eq!(path, data);
+        let mode = std::fs::metadata(&data).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o777);
+        let record = std::fs::read_to_string(records_dir(tmp.path()).join("pvc-1")).unwrap();
+        assert_eq!(record, data.to_str().unwrap());
+        assert!(matches!(
+            set_up("other", &claims, None),
+            Err(SetUpError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn unsupported_sources_are_named() {
+        let pv =
+            json!({"metadata": {"name": "nfs-1"}, "spec": {"nfs": {"server": "x", "path": "/"}}});
+        let e = resolve(&pv, Path::new("/tmp")).unwrap_err();
+        assert!(
+            e.contains("nfs-1") && e.contains("hostPath and local"),
+            "{e}"
+        );
+    }
+}
