@@ -53,6 +53,8 @@ pub struct AppState {
     pub join: Arc<crate::server::join::JoinState>,
     /// Service-account token signing (TokenRequest) and the CSR signers' CAs.
     pub service_accounts: Arc<crate::server::serviceaccount::ServiceAccounts>,
+    /// The latest kubelet summaries behind `metrics.k8s.io`.
+    pub resource_metrics: Arc<crate::server::metrics::ResourceMetrics>,
 }
 
 /// Accepts connections until `shutdown` flips, then waits (bounded) for open requests.
@@ -226,6 +228,9 @@ async fn route(
             None => error_response(&ApiError::no_route()),
         },
         Route::Resource(info) => {
+            if crate::server::metrics::api::is_metrics_request(&info) {
+                return crate::server::metrics::api::handle(state, &info, &query).await;
+            }
             if proxy::is_proxied(&info) {
                 return proxy::handle(state, &who, parts, &info, &query).await;
             }
