@@ -264,3 +264,68 @@ fn kubectl_top_shows_cpu_and_memory_from_cgroups() {
     );
     std::thread::sleep(Duration::from_millis(1));
 }
+
+/// `curl -sk` of the server's /metrics with an optional bearer token: (HTTP code, body).
+fn scrape(s: &Server, token: Option<&str>) -> (String, String) {
+    let mut cmd = std::process::Command::new("curl");
+    cmd.args(["-sk", "-w", "\n%{http_code}"]);
+    if let Some(t) = token {
+        cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
+    }
+    cmd.arg(format!("https://127.0.0.1:{}/metrics", s.port));
+    let out = cmd.output().expect("curl is needed: apt-get install curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", ""));
+    (code.to_string(), body.to_string())
+}
+
+#[test]
+fn server_metrics_need_monitoring_rights_and_show_requests_and_objects() {
+    let s = Server::start();
+    s.kubectl(&["create", "deployment", "web", "--image=k3rs.test/none:1"])
+        .ok();
+    s.kubectl(&["run", "lonely", "--image=k3rs.test/none:1"])
+        .ok();
+    s.kubectl(&["get", "pods"]).ok();
+
+    let (code, body) = scrape(&s, None);
+    assert!(
+        code == "401" || code == "403",
+        "anonymous scrape must be refused, got {code}: {body}"
+    );
+
+    s.kubectl(&["create", "serviceaccount", "prom"]).ok();
+    s.kubectl(&[
+        "create",
+        "clusterrolebinding",
+        "prom",
+        "--clusterrole=system:monitoring",
+        "--serviceaccount=default:prom",
+    ])
+    .ok();
+    let token = s
+        .kubectl(&["create", "token", "prom"])
+        .ok()
+        .trim()
+        .to_string();
+    let (code, body) = scrape(&s, Some(&token));
+    assert_eq!(code, "200", "scrape with a system:monitoring token: {body}");
+    for want in [
+        "# TYPE apiserver_request_total counter",
+        "apiserver_request_total{code=\"200\",component=\"apiserver\",group=\"\",resource=\"pods\",scope=\"namespace\",subresource=\"\",verb=\"LIST\",version=\"v1\"}",
+        "apiserver_request_duration_seconds_bucket{component=\"apiserver\",group=\"apps\",resource=\"deployments\",scope=\"namespace\",subresource=\"\",verb=\"POST\",version=\"v1\",le=\"+Inf\"} 1",
+        "kube_pod_status_phase{namespace=\"default\",phase=\"Pending\",pod=\"lonely\"",
+        "kube_deployment_status_replicas_available{deployment=\"web\",namespace=\"default\"} 0",
+        "process_resident_memory_bytes ",
+    ] {
+        assert!(body.contains(want), "/metrics lacks {want:?}:\n{body}");
+    }
+    // A token without the permission is refused too.
+    s.kubectl(&["create", "serviceaccount", "nobody"]).ok();
+    let other = s
+        .kubectl(&["create", "token", "nobody"])
+        .ok()
+        .trim()
+        .to_string();
+    assert_eq!(scrape(&s, Some(&other)).0, "403");
+}

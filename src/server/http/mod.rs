@@ -133,6 +133,7 @@ async fn handle(
     let path = parts.uri.path().to_string();
     let query = Query::parse(parts.uri.query());
     let method = parts.method.clone();
+    let labels = crate::server::metrics::apiserver::labels(&method, &path, &query);
     let mut resp = if crate::server::join::is_join_path(&path) {
         // The bootstrap endpoints authenticate the token themselves.
         match body::read_body(body, None).await {
@@ -157,6 +158,9 @@ async fn handle(
     resp.headers_mut()
         .entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-cache, private"));
+    if let Some(labels) = labels {
+        crate::server::metrics::apiserver::observe(labels, resp.status().as_u16(), started.elapsed());
+    }
     tracing::debug!(%method, %path, status = resp.status().as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "request");
     resp
 }
@@ -244,6 +248,9 @@ async fn route(
                 body,
             )
             .await
+        }
+        Route::Other if path == "/metrics" => {
+            crate::server::metrics::objects::serve(state, &parts.method).await
         }
         Route::Other => other_endpoint(&parts.method, path, &query, &accept),
     }

@@ -5,6 +5,8 @@
 //! latest reading), the way metrics-server does. [`api`] serves the results.
 
 pub mod api;
+pub mod apiserver;
+pub mod objects;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
