@@ -11,7 +11,6 @@ mod images;
 use common::{eventually, Server};
 use serde_json::Value;
 use std::path::Path;
-use std::time::Duration;
 
 const IMAGE: &str = "k3rs.test/busybox:1";
 
@@ -262,7 +261,30 @@ fn kubectl_top_shows_cpu_and_memory_from_cgroups() {
         "--sort-by=cpu puts burn first:\n{}",
         sorted.stdout
     );
-    std::thread::sleep(Duration::from_millis(1));
+
+    // The kubelet's Prometheus endpoints, as the API server's kubelet client sees them.
+    let tls = s.data_dir().join("server/tls");
+    let kubelet = |path: &str| {
+        let out = std::process::Command::new("curl")
+            .args(["-sfk", "--cert"])
+            .arg(tls.join("client-kube-apiserver.crt"))
+            .arg("--key")
+            .arg(tls.join("client-kube-apiserver.key"))
+            .arg(format!("https://127.0.0.1:{}{path}", s.kubelet_port()))
+            .output()
+            .expect("curl is needed: apt-get install curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let resource = kubelet("/metrics/resource");
+    assert!(
+        resource.contains("container_memory_working_set_bytes{container=\"main\",namespace=\"default\",pod=\"hold\"}"),
+        "/metrics/resource:\n{resource}"
+    );
+    let cadvisor = kubelet("/metrics/cadvisor");
+    assert!(
+        cadvisor.contains("container_cpu_usage_seconds_total{container=\"main\",namespace=\"default\",pod=\"burn\"}"),
+        "/metrics/cadvisor:\n{cadvisor}"
+    );
 }
 
 /// `curl -sk` of the server's /metrics with an optional bearer token: (HTTP code, body).

@@ -1,5 +1,5 @@
 //! The metrics paths of the kubelet endpoint: `GET /stats/summary` (JSON) and
-//! `GET /metrics/resource` (Prometheus text), each from a fresh [`super::collect`].
+//! `GET /metrics/resource` and `GET /metrics/cadvisor` (Prometheus text), each from a fresh [`super::collect`].
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
@@ -18,7 +18,7 @@ pub async fn serve(
 ) -> Result<Response<Body>, KubeletError> {
     let content_type = match (first, second) {
         ("stats", "summary") => "application/json",
-        ("metrics", "resource") => exposition::CONTENT_TYPE,
+        ("metrics", "resource" | "cadvisor") => exposition::CONTENT_TYPE,
         _ => return Err(KubeletError::not_found("404 page not found")),
     };
     let snap = super::collect(runtime)
@@ -29,6 +29,8 @@ pub async fn serve(
         })?;
     let body = if first == "stats" {
         serde_json::to_vec(&summary::summary(&snap, &super::node_name())).unwrap_or_default()
+    } else if second == "cadvisor" {
+        super::cadvisor::text(&snap).into_bytes()
     } else {
         summary::resource_text(&snap).into_bytes()
     };

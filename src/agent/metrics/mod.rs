@@ -1,9 +1,11 @@
 //! The node's resource metrics: a snapshot of CPU and memory of the node, each pod and
 //! each running container, read from cgroups ([`cgroup`]) at request time, and the
 //! kubelet documents built from it — `/stats/summary` ([`summary`]) and
-//! `/metrics/resource` ([`summary::resource_text`]) — that the API server's
+//! `/metrics/resource` ([`summary::resource_text`]) and `/metrics/cadvisor`
+//! ([`cadvisor`]) — that the API server's
 //! metrics.k8s.io poller and Prometheus read.
 
+pub mod cadvisor;
 pub mod cgroup;
 pub mod endpoint;
 pub mod exposition;

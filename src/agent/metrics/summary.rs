@@ -103,10 +103,11 @@ pub fn summary(snap: &Snapshot, node_name: &str) -> Value {
     })
 }
 
-type Family<'a> = (&'a str, &'a str, Kind);
+/// Name, help and type of a metric family.
+pub(super) type Family<'a> = (&'a str, &'a str, Kind);
 
 /// A family with one sample per container (labels container, namespace, pod).
-fn per_container(
+pub(super) fn per_container(
     w: &mut Writer,
     snap: &Snapshot,
     family: Family<'_>,
