@@ -26,6 +26,7 @@ pub mod join;
 pub mod kubelet;
 pub mod layout;
 pub mod logger;
+pub mod metrics;
 pub mod netns;
 pub mod network;
 pub mod node;
@@ -222,6 +223,7 @@ pub async fn run(opts: AgentOptions, shutdown: watch::Receiver<bool>) -> anyhow:
         agent_dir.clone(),
         shutdown.clone(),
     ));
+    metrics::set_node_name(&opts.node_name);
     let kubelet_task = start_kubelet(
         &agent_dir,
         s.kubelet_port,

@@ -5,6 +5,7 @@ pub mod bootstrap;
 pub mod controllers;
 pub mod http;
 pub mod join;
+pub mod metrics;
 pub mod informer;
 pub mod pki;
 pub mod rbac;
@@ -153,6 +154,7 @@ pub async fn run_until(
         serviceaccount::ServiceAccounts::new(registry.clone(), &server_dir.join("tls"))
             .context("service-account signing key")?,
     );
+    let resource_metrics = metrics::ResourceMetrics::new();
     let state = Arc::new(http::AppState {
         registry: registry.clone(),
         ca_pem: pki.server_ca_pem.clone(),
@@ -163,6 +165,7 @@ pub async fn run_until(
         authn: http::auth::Authenticator::new()
             .with_token_authenticator(service_accounts.authenticator()),
         service_accounts: service_accounts.clone(),
+        resource_metrics: resource_metrics.clone(),
         authz,
         join: Arc::new(
             join::JoinState::new(
@@ -235,6 +238,12 @@ pub async fn run_until(
     };
     let controllers = [
         tokio::spawn(leading),
+        tokio::spawn(metrics::run_poller(
+            registry.clone(),
+            Arc::new(http::proxy::KubeletClient::new(&pki).context("kubelet client TLS")?),
+            resource_metrics.clone(),
+            shutdown.clone(),
+        )),
         tokio::spawn(controllers::namespace::run(
             registry.clone(),
             shutdown.clone(),

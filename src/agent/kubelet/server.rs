@@ -205,6 +205,9 @@ async fn handle(runtime: Runtime, who: Identity, req: Request<Incoming>) -> Resp
             remote_command(runtime, first == "exec", s[1], s[2], container, req).await
         }
         ("portForward", 3 | 4) => port_forward(runtime, s[1], s[2], req).await,
+        ("stats" | "metrics", 2) if req.method() == Method::GET => {
+            crate::agent::metrics::endpoint::serve(&runtime, first, s[1]).await
+        }
         _ => return text_response(StatusCode::NOT_FOUND, "404 page not found"),
     };
     result.unwrap_or_else(|e| error_response(&e))

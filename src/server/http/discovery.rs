@@ -80,6 +80,7 @@ fn aggregated(core: bool) -> Value {
             };
             json!({"metadata": meta, "versions": versions})
         })
+        .chain((!core).then(crate::server::metrics::api::aggregated_entry))
         .collect();
     json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items})
 }
@@ -143,6 +144,7 @@ fn docs() -> &'static Docs {
             .into_iter()
             .filter(|(g, _)| !g.is_empty())
             .map(|(g, v)| group_doc(g, &v))
+            .chain([crate::server::metrics::api::group_list_entry()])
             .collect();
         Docs {
             aggregated_core: serde_json::to_vec(&aggregated(true)).unwrap_or_default(),
@@ -175,6 +177,9 @@ pub fn apis_root(aggregated: bool) -> (Vec<u8>, bool) {
 
 /// `/apis/<group>`, if served.
 pub fn group(g: &str) -> Option<Value> {
+    if g == crate::server::metrics::api::GROUP {
+        return Some(crate::server::metrics::api::group_doc());
+    }
     resources::group_versions()
         .into_iter()
         .find(|(name, _)| *name == g && !g.is_empty())
@@ -188,6 +193,9 @@ pub fn group(g: &str) -> Option<Value> {
 
 /// `/api/v1` or `/apis/<g>/<v>`, if served.
 pub fn version(g: &str, ver: &str) -> Option<Value> {
+    if g == crate::server::metrics::api::GROUP && ver == crate::server::metrics::api::VERSION {
+        return Some(crate::server::metrics::api::resource_list());
+    }
     if !resources::groups()
         .iter()
         .any(|(name, v)| *name == g && *v == ver)

@@ -53,6 +53,8 @@ pub struct AppState {
     pub join: Arc<crate::server::join::JoinState>,
     /// Service-account token signing (TokenRequest) and the CSR signers' CAs.
     pub service_accounts: Arc<crate::server::serviceaccount::ServiceAccounts>,
+    /// The latest kubelet summaries behind `metrics.k8s.io`.
+    pub resource_metrics: Arc<crate::server::metrics::ResourceMetrics>,
 }
 
 /// Accepts connections until `shutdown` flips, then waits (bounded) for open requests.
@@ -131,6 +133,7 @@ async fn handle(
     let path = parts.uri.path().to_string();
     let query = Query::parse(parts.uri.query());
     let method = parts.method.clone();
+    let labels = crate::server::metrics::apiserver::labels(&method, &path, &query);
     let mut resp = if crate::server::join::is_join_path(&path) {
         // The bootstrap endpoints authenticate the token themselves.
         match body::read_body(body, None).await {
@@ -155,6 +158,9 @@ async fn handle(
     resp.headers_mut()
         .entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-cache, private"));
+    if let Some(labels) = labels {
+        crate::server::metrics::apiserver::observe(labels, resp.status().as_u16(), started.elapsed());
+    }
     tracing::debug!(%method, %path, status = resp.status().as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "request");
     resp
 }
@@ -226,6 +232,9 @@ async fn route(
             None => error_response(&ApiError::no_route()),
         },
         Route::Resource(info) => {
+            if crate::server::metrics::api::is_metrics_request(&info) {
+                return crate::server::metrics::api::handle(state, &info, &query).await;
+            }
             if proxy::is_proxied(&info) {
                 return proxy::handle(state, &who, parts, &info, &query).await;
             }
@@ -239,6 +248,9 @@ async fn route(
                 body,
             )
             .await
+        }
+        Route::Other if path == "/metrics" => {
+            crate::server::metrics::objects::serve(state, &parts.method).await
         }
         Route::Other => other_endpoint(&parts.method, path, &query, &accept),
     }

@@ -24,6 +24,7 @@ use std::sync::Arc;
 mod conn;
 #[path = "proxy_tls.rs"]
 mod tls;
+pub use conn::get_from_kubelet;
 pub use tls::KubeletClient;
 
 /// The kubelet port when a Node does not report one (upstream's default).

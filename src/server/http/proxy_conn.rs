@@ -297,3 +297,33 @@ fn shutting_down(state: &AppState) -> impl std::future::Future<Output = ()> + Se
         }
     }
 }
+
+/// GETs `path` from the kubelet of `node` (a Node object) and returns the body of a 200,
+/// at most `limit` bytes; used by the metrics poller (`/stats/summary`).
+pub async fn get_from_kubelet(
+    client: &KubeletClient,
+    node: &serde_json::Value,
+    path: &str,
+    limit: usize,
+) -> Result<Vec<u8>, String> {
+    let target = super::kubelet_target(node).map_err(|e| e.message)?;
+    let mut sender = connect(client, &target, false).await?;
+    let req = kubelet_request(Method::GET, &target, path)
+        .map_err(|e| e.message)?
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    let resp = sender
+        .send_request(req)
+        .await
+        .map_err(|e| format!("GET https://{}{path}: {e}", target.authority()))?;
+    let status = resp.status();
+    let body = read_limited(resp.into_body(), limit).await;
+    if status != StatusCode::OK {
+        return Err(format!(
+            "GET https://{}{path}: {status}: {}",
+            target.authority(),
+            String::from_utf8_lossy(&body).trim()
+        ));
+    }
+    Ok(body)
+}
