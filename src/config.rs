@@ -417,20 +417,39 @@ struct ServerArgs {
     )]
     write_kubeconfig_mode: String,
     /// Time a node may go without renewing its Lease before it is marked Unknown
-    #[arg(long, env = "K3RS_NODE_MONITOR_GRACE_PERIOD", default_value = "40s",
-          value_name = "DURATION", hide = true)]
+    #[arg(
+        long,
+        env = "K3RS_NODE_MONITOR_GRACE_PERIOD",
+        default_value = "40s",
+        value_name = "DURATION",
+        hide = true
+    )]
     node_monitor_grace_period: String,
     /// tolerationSeconds of the not-ready NoExecute toleration added to every pod
-    #[arg(long, env = "K3RS_DEFAULT_NOT_READY_TOLERATION_SECONDS", default_value = "300",
-          value_name = "SECONDS", hide = true)]
+    #[arg(
+        long,
+        env = "K3RS_DEFAULT_NOT_READY_TOLERATION_SECONDS",
+        default_value = "300",
+        value_name = "SECONDS",
+        hide = true
+    )]
     default_not_ready_toleration_seconds: String,
     /// tolerationSeconds of the unreachable NoExecute toleration added to every pod
-    #[arg(long, env = "K3RS_DEFAULT_UNREACHABLE_TOLERATION_SECONDS", default_value = "300",
-          value_name = "SECONDS", hide = true)]
+    #[arg(
+        long,
+        env = "K3RS_DEFAULT_UNREACHABLE_TOLERATION_SECONDS",
+        default_value = "300",
+        value_name = "SECONDS",
+        hide = true
+    )]
     default_unreachable_toleration_seconds: String,
     /// A port range to reserve for services with NodePort visibility
-    #[arg(long, env = "K3RS_SERVICE_NODE_PORT_RANGE", default_value = "30000-32767",
-          value_name = "RANGE")]
+    #[arg(
+        long,
+        env = "K3RS_SERVICE_NODE_PORT_RANGE",
+        default_value = "30000-32767",
+        value_name = "RANGE"
+    )]
     service_node_port_range: String,
     /// Default local storage path for local provisioner storage class
     #[arg(long, env = "K3RS_DEFAULT_LOCAL_STORAGE_PATH", value_name = "PATH")]
@@ -624,7 +643,12 @@ fn resolve_server(
     check_node_masks(&cluster_cidr, node_cidr_mask_size)?;
     let cluster_domain = check("cluster-domain", a.cluster_domain.trim(), parse_dns_name)?;
 
-    let token = read_token(nonempty(a.token), nonempty(a.token_file), "token-file", host)?;
+    let token = read_token(
+        nonempty(a.token),
+        nonempty(a.token_file),
+        "token-file",
+        host,
+    )?;
     let agent_token = read_token(
         nonempty(a.agent_token),
         nonempty(a.agent_token_file),

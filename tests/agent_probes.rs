@@ -298,7 +298,11 @@ fn readiness_and_startup_probes_drive_ready_and_started() {
             .lines()
             .any(|l| l.contains("Readiness probe failed") && l.contains("(x"))
     });
-    assert!(ok, "repeated failures not aggregated:\n{}", describe(&s, "ready"));
+    assert!(
+        ok,
+        "repeated failures not aggregated:\n{}",
+        describe(&s, "ready")
+    );
 
     // And back.
     s.kubectl(&["exec", "ready", "--", "touch", "/tmp/ready"])

@@ -305,8 +305,8 @@ fn bad_raw_bodies_get_clear_4xx_and_write_nothing() {
             "name",
             "--field-selector=metadata.name!=kube-root-ca.crt"
         ])
-            .ok()
-            .trim(),
+        .ok()
+        .trim(),
         ""
     );
 }
@@ -379,7 +379,13 @@ fn selectors_delete_variants_and_generate_name() {
     let d = s.kubectl(&["delete", "cm", "-l", "app=a"]);
     assert_eq!(d.ok().lines().count(), 2, "{}", d.stdout);
     // kube-root-ca.crt (recreated by its controller) is not the test's.
-    let mine = ["get", "cm", "-o", "name", "--field-selector=metadata.name!=kube-root-ca.crt"];
+    let mine = [
+        "get",
+        "cm",
+        "-o",
+        "name",
+        "--field-selector=metadata.name!=kube-root-ca.crt",
+    ];
     assert_eq!(s.kubectl(&mine).ok().trim(), "configmap/b1");
     s.kubectl(&["delete", "cm", "--all"]).ok();
     assert_eq!(s.kubectl(&mine).ok().trim(), "");

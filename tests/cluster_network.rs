@@ -194,7 +194,12 @@ fn pod_addresses_survive_an_agent_restart_and_leave_nothing_behind() {
     );
     // A new pod on node 2 runs only once the restarted agent has synced; then the old
     // pods' addresses must still be the same.
-    probe(&c, "local-after-restart", 2, &fetch(&web, "hello-from-node-2"));
+    probe(
+        &c,
+        "local-after-restart",
+        2,
+        &fetch(&web, "hello-from-node-2"),
+    );
     let after: Vec<_> = pod_ips(&c)
         .into_iter()
         .filter(|(n, _)| !n.ends_with("-after-restart"))

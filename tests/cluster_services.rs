@@ -213,7 +213,8 @@ fn services_reach_ready_pods_on_cluster_ip_node_port_and_load_balancer() {
     // Once the rules are in place on the client's node, every request must succeed. (Under
     // heavy load the first rules can lag the endpoints by a moment; that settles first.)
     assert!(
-        eventually(30, || !answers(&c, "client", &url, 10).contains(&"FAIL".to_string())),
+        eventually(30, || !answers(&c, "client", &url, 10)
+            .contains(&"FAIL".to_string())),
         "{}",
         c.logs_tail()
     );

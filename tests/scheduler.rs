@@ -453,7 +453,8 @@ fn drain_evicts_through_the_eviction_api_and_honours_a_disruption_budget() {
 #[test]
 fn a_pod_without_a_node_is_scheduled_onto_the_real_agent_and_runs() {
     let s = pods::cluster();
-    let yaml = pods::pod_yaml("unbound", "Always", "sleep 3600").replace("  nodeName: test-node\n", "");
+    let yaml =
+        pods::pod_yaml("unbound", "Always", "sleep 3600").replace("  nodeName: test-node\n", "");
     assert!(!yaml.contains("nodeName"));
     s.kubectl_stdin(&["create", "-f", "-"], &yaml).ok();
     pods::wait_for(&s, 60, "pod/unbound", "{.spec.nodeName}", "test-node");

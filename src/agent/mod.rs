@@ -370,7 +370,9 @@ fn apply_cluster_config(
         "vxlan" => Backend::Vxlan,
         "host-gw" => Backend::HostGw,
         "none" => Backend::None,
-        other => anyhow::bail!("the server uses flannel backend {other:?}, which this agent does not support"),
+        other => anyhow::bail!(
+            "the server uses flannel backend {other:?}, which this agent does not support"
+        ),
     };
     if let Some(v4) = cluster
         .cluster_cidr

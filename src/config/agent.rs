@@ -301,7 +301,12 @@ pub(super) fn resolve_agent(a: AgentArgs, host: &Host) -> Result<AgentConfig, Co
             })?
             .join(".k3rs"),
     };
-    let token = super::read_token(nonempty(a.token), nonempty(a.token_file), "token-file", host)?;
+    let token = super::read_token(
+        nonempty(a.token),
+        nonempty(a.token_file),
+        "token-file",
+        host,
+    )?;
     let server = nonempty(a.server);
     let kubeconfig_flag = nonempty(a.kubeconfig).map(|k| host.cwd.join(k));
     let kubeconfig = kubeconfig_flag

@@ -169,7 +169,14 @@ fn version_forms() {
         other => panic!("agent join: {other:?}"),
     }
     match parse_with(
-        argv(&["k3rs", "agent", "join", "--server", "https://s", "--with-node-id"]),
+        argv(&[
+            "k3rs",
+            "agent",
+            "join",
+            "--server",
+            "https://s",
+            "--with-node-id",
+        ]),
         &h,
     ) {
         Ok(Command::Agent(a)) => assert!(a.join.expect("join").with_node_id),

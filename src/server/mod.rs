@@ -4,9 +4,9 @@
 pub mod bootstrap;
 pub mod controllers;
 pub mod http;
+pub mod informer;
 pub mod join;
 pub mod metrics;
-pub mod informer;
 pub mod pki;
 pub mod rbac;
 pub mod registry;
@@ -94,12 +94,10 @@ pub async fn run_until(
         .with_context(|| format!("opening the datastore {}", db_path.display()))?;
     let store_dyn: Arc<dyn store::Store> = store.clone();
     let registry = registry::Registry::new(store_dyn.clone());
-    registry.set_service_allocator(Arc::new(
-        services::ServiceAllocator::new(
-            &cfg.service_cidr,
-            cfg.controllers.service_node_port_range,
-        )?,
-    ));
+    registry.set_service_allocator(Arc::new(services::ServiceAllocator::new(
+        &cfg.service_cidr,
+        cfg.controllers.service_node_port_range,
+    )?));
     registry
         .ensure_system_namespaces()
         .await
@@ -144,7 +142,12 @@ pub async fn run_until(
         },
     )
     .await
-    .map_err(|e| anyhow::anyhow!("creating the kubernetes and kube-dns services: {}", e.message))?;
+    .map_err(|e| {
+        anyhow::anyhow!(
+            "creating the kubernetes and kube-dns services: {}",
+            e.message
+        )
+    })?;
     let advertise = cfg
         .advertise_address
         .map(|a| a.to_string())
@@ -222,12 +225,21 @@ pub async fn run_until(
                 )),
                 tokio::spawn(controllers::endpoints::run(informers.clone(), stop.clone())),
                 tokio::spawn(services::lb::run(informers.clone(), stop.clone())),
-                tokio::spawn(controllers::replicaset::run(informers.clone(), stop.clone())),
-                tokio::spawn(controllers::deployment::run(informers.clone(), stop.clone())),
+                tokio::spawn(controllers::replicaset::run(
+                    informers.clone(),
+                    stop.clone(),
+                )),
+                tokio::spawn(controllers::deployment::run(
+                    informers.clone(),
+                    stop.clone(),
+                )),
                 tokio::spawn(controllers::job::run(informers.clone(), stop.clone())),
                 tokio::spawn(controllers::cronjob::run(informers.clone(), stop.clone())),
                 tokio::spawn(controllers::daemonset::run(informers.clone(), stop.clone())),
-                tokio::spawn(controllers::statefulset::run(informers.clone(), stop.clone())),
+                tokio::spawn(controllers::statefulset::run(
+                    informers.clone(),
+                    stop.clone(),
+                )),
                 tokio::spawn(storage::run(
                     informers.clone(),
                     storage_settings.clone(),

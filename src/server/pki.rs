@@ -576,8 +576,8 @@ pub fn write_private(path: &Path, bytes: &[u8], mode: u32) -> Result<(), PkiErro
 #[path = "pki_client_files.rs"]
 mod client_files;
 pub use client_files::{
-    admin_kubeconfig, node_kubeconfig, write_local_agent_files, AGENT_CLIENT_CA, AGENT_CLIENT_KUBELET,
-    AGENT_KUBECONFIG, AGENT_SERVER_CA, AGENT_SERVING_KUBELET,
+    admin_kubeconfig, node_kubeconfig, write_local_agent_files, AGENT_CLIENT_CA,
+    AGENT_CLIENT_KUBELET, AGENT_KUBECONFIG, AGENT_SERVER_CA, AGENT_SERVING_KUBELET,
 };
 
 #[cfg(test)]

@@ -354,7 +354,6 @@ pub fn template_hash(v: &Value) -> String {
 
 pub use super::events::EventRecorder;
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

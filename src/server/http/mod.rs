@@ -159,7 +159,11 @@ async fn handle(
         .entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-cache, private"));
     if let Some(labels) = labels {
-        crate::server::metrics::apiserver::observe(labels, resp.status().as_u16(), started.elapsed());
+        crate::server::metrics::apiserver::observe(
+            labels,
+            resp.status().as_u16(),
+            started.elapsed(),
+        );
     }
     tracing::debug!(%method, %path, status = resp.status().as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "request");
     resp

@@ -381,7 +381,9 @@ impl Registry {
         (res.on_update)(&mut new, old);
         // Held until the write is done (see create).
         let _allocated = match self.service_allocator() {
-            Some(a) if target == Target::Main && res.plural == "services" && res.group.is_empty() => {
+            Some(a)
+                if target == Target::Main && res.plural == "services" && res.group.is_empty() =>
+            {
                 Some(a.allocate(&self.store, ns, &mut new, Some(old)).await?)
             }
             _ => None,
