@@ -28,7 +28,11 @@ struct NamedNs(String);
 
 impl NamedNs {
     fn new(name: &str) -> NamedNs {
-        let _ = Command::new("ip").args(["netns", "del", name]).status();
+        // A leftover of an interrupted run, if any (quietly: usually there is none).
+        let _ = Command::new("ip")
+            .args(["netns", "del", name])
+            .stderr(std::process::Stdio::null())
+            .status();
         ip(&["netns", "add", name]);
         let ns = NamedNs(name.to_string());
         ns.ip(&["link", "set", "lo", "up"]);
