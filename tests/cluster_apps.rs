@@ -183,6 +183,14 @@ spec:
       labels: {{app: app}}
     spec:
       terminationGracePeriodSeconds: 1
+      # Agent nodes only: the cut-off node is one of them, and its pods can only move to
+      # the other.
+      affinity:
+        nodeAffinity:
+          requiredDuringSchedulingIgnoredDuringExecution:
+            nodeSelectorTerms:
+            - matchExpressions:
+              - {{key: kubernetes.io/hostname, operator: NotIn, values: [node-1]}}
       containers:
       - name: main
         image: {IMAGE}
@@ -202,7 +210,7 @@ spec:
         ])
         .stdout
     };
-    // The agent node with a pod on it is the one to lose (node 1 is the server).
+    // An agent node with a pod on it is the one to lose (node 1 is the server).
     let before = placement();
     let victim = (2..=3)
         .find(|&i| before.contains(&c.node_name(i)))
