@@ -407,7 +407,24 @@ mod tests {
             Outcome::Failure(format!("Get \"http://127.0.0.1:{port}/\": context deadline exceeded (Client.Timeout exceeded while awaiting headers)"))
         );
         drop(listener);
-        let out = probe_http(&net, &action("/", port), port, Duration::from_secs(1)).await;
+        // A closed port: refused. (Tests run in parallel, so another test may bind the
+        // freed port in between; then try a freshly closed one.)
+        let mut port = port;
+        let mut out = probe_http(&net, &action("/", port), port, Duration::from_secs(1)).await;
+        for _ in 0..5 {
+            if out
+                != Outcome::Failure(format!(
+                    "Get \"http://127.0.0.1:{port}/\": connection error"
+                ))
+            {
+                break;
+            }
+            port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("free port")
+                .port();
+            out = probe_http(&net, &action("/", port), port, Duration::from_secs(1)).await;
+        }
         assert_eq!(
             out,
             Outcome::Failure(format!(
