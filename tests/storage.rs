@@ -200,7 +200,9 @@ fn retain_keeps_the_directory_and_the_released_volume() {
         "Retain"
     );
     s.kubectl(&["delete", "pod", "once"]).ok();
-    s.kubectl(&["delete", "pvc", "kept"]).ok();
+    // `--wait=false`, then wait here: kubectl's own wait can miss the deletion that
+    // follows the protection finalizer's removal (a known watch bug, see the notes).
+    s.kubectl(&["delete", "pvc", "kept", "--wait=false"]).ok();
     assert!(eventually(30, || gone(&s, "pvc/kept")));
     wait_for(&s, 30, &format!("pv/{pv}"), "{.status.phase}", "Released");
     // Longer than the agent's cleanup period: the directory stays.
@@ -237,7 +239,8 @@ fn static_volume_binds_to_a_matching_claim() {
     assert!(s.kubectl(&["logs", "user"]).ok().contains("static"));
     // A static volume defaults to Retain: released, kept.
     s.kubectl(&["delete", "pod", "user"]).ok();
-    s.kubectl(&["delete", "pvc", "small"]).ok();
+    s.kubectl(&["delete", "pvc", "small", "--wait=false"]).ok();
+    assert!(eventually(30, || gone(&s, "pvc/small")));
     wait_for(&s, 30, "pv/manual", "{.status.phase}", "Released");
     assert!(host.path().join("seed").exists());
 }
