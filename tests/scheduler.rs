@@ -74,6 +74,23 @@ fn pod_yaml(name: &str, cpu: &str, extra: &str) -> String {
     )
 }
 
+/// Waits until the scheduler places a pod on each of `nodes` (one small pod pinned to
+/// each, left in place so every node carries the same extra load): a node just made Ready
+/// through the API may not have reached the scheduler's cache yet.
+fn wait_schedulable(s: &Server, nodes: &[&str]) {
+    for n in nodes {
+        let probe = format!("probe-{n}");
+        let yaml = pod_yaml(
+            &probe,
+            "10m",
+            &format!("  nodeSelector:\n    kubernetes.io/hostname: {n}\n"),
+        )
+        .replace("app: web", "app: probe");
+        s.kubectl_stdin(&["create", "-f", "-"], &yaml).ok();
+        assert_eq!(wait_bound(s, &probe), *n);
+    }
+}
+
 fn node_of(s: &Server, pod: &str) -> String {
     s.kubectl(&["get", "pod", pod, "-o", "jsonpath={.spec.nodeName}"])
         .stdout
@@ -111,6 +128,7 @@ fn pods_spread_and_an_unfit_pod_waits_for_a_big_enough_node() {
     for n in ["node-a", "node-b", "node-c"] {
         add_node(&s, n, "2", &[], "");
     }
+    wait_schedulable(&s, &["node-a", "node-b", "node-c"]);
     for i in 0..6 {
         s.kubectl_stdin(
             &["create", "-f", "-"],
