@@ -35,7 +35,7 @@ struct CronJobController {
 }
 
 /// Runs the CronJob controller until `shutdown` flips.
-pub async fn run(informers: Informers, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(informers: Informers, shutdown: watch::Receiver<bool>) {
     let cronjobs = informers.get(builtin("batch", "v1", "cronjobs"));
     let jobs = informers.get(builtin("batch", "v1", "jobs"));
     let queue = WorkQueue::new();
@@ -53,11 +53,7 @@ pub async fn run(informers: Informers, mut shutdown: watch::Receiver<bool>) {
         jobs,
         queue: queue.clone(),
     });
-    let q = queue.clone();
-    tokio::spawn(async move {
-        let _ = shutdown.changed().await;
-        q.shut_down();
-    });
+    queue.shut_down_on(shutdown.clone());
     run_controller("cronjob", queue, 1, move |key: ObjectKey| {
         let ctl = ctl.clone();
         async move { ctl.sync(&key).await }

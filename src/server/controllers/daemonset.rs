@@ -53,7 +53,7 @@ struct DaemonSetController {
 }
 
 /// Runs the DaemonSet controller until `shutdown` flips.
-pub async fn run(informers: Informers, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(informers: Informers, shutdown: watch::Receiver<bool>) {
     let dss = informers.get(builtin("apps", "v1", "daemonsets"));
     let pods = informers.get(builtin("", "v1", "pods"));
     let nodes = informers.get(builtin("", "v1", "nodes"));
@@ -88,11 +88,7 @@ pub async fn run(informers: Informers, mut shutdown: watch::Receiver<bool>) {
         pods,
         nodes,
     });
-    let q = queue.clone();
-    tokio::spawn(async move {
-        let _ = shutdown.changed().await;
-        q.shut_down();
-    });
+    queue.shut_down_on(shutdown.clone());
     run_controller("daemonset", queue, 2, move |key: ObjectKey| {
         let ctl = ctl.clone();
         async move { ctl.sync(&key).await }

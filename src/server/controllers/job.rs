@@ -31,7 +31,7 @@ struct JobController {
 }
 
 /// Runs the Job controller until `shutdown` flips.
-pub async fn run(informers: Informers, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(informers: Informers, shutdown: watch::Receiver<bool>) {
     let jobs = informers.get(builtin("batch", "v1", "jobs"));
     let pods = informers.get(builtin("", "v1", "pods"));
     let queue = WorkQueue::new();
@@ -49,11 +49,7 @@ pub async fn run(informers: Informers, mut shutdown: watch::Receiver<bool>) {
         pods,
         queue: queue.clone(),
     });
-    let q = queue.clone();
-    tokio::spawn(async move {
-        let _ = shutdown.changed().await;
-        q.shut_down();
-    });
+    queue.shut_down_on(shutdown.clone());
     run_controller("job", queue, 2, move |key: ObjectKey| {
         let ctl = ctl.clone();
         async move { ctl.sync(&key).await }

@@ -35,7 +35,7 @@ struct StatefulSetController {
 }
 
 /// Runs the StatefulSet controller until `shutdown` flips.
-pub async fn run(informers: Informers, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(informers: Informers, shutdown: watch::Receiver<bool>) {
     let sets = informers.get(builtin("apps", "v1", "statefulsets"));
     let pods = informers.get(builtin("", "v1", "pods"));
     let queue: WorkQueue<ObjectKey> = WorkQueue::new();
@@ -55,11 +55,7 @@ pub async fn run(informers: Informers, mut shutdown: watch::Receiver<bool>) {
         sets,
         pods,
     });
-    let q = queue.clone();
-    tokio::spawn(async move {
-        let _ = shutdown.changed().await;
-        q.shut_down();
-    });
+    queue.shut_down_on(shutdown.clone());
     run_controller("statefulset", queue, 2, move |key: ObjectKey| {
         let ctl = ctl.clone();
         async move { ctl.sync(&key).await }

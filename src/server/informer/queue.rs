@@ -175,6 +175,16 @@ impl<K: Clone + Eq + Hash + Send + 'static> WorkQueue<K> {
         self.state().shut_down = true;
         self.inner.notify.notify_waiters();
     }
+
+    /// Shuts the queue down when `shutdown` flips to true (or its sender is gone), so a
+    /// controller's `run_controller` loop ends with the server.
+    pub fn shut_down_on(&self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let queue = self.clone();
+        tokio::spawn(async move {
+            let _ = shutdown.wait_for(|s| *s).await;
+            queue.shut_down();
+        });
+    }
 }
 
 fn backoff(failures: u32) -> Duration {

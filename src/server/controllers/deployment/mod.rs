@@ -35,7 +35,7 @@ pub(crate) struct Controller {
 }
 
 /// Runs the Deployment controller until `shutdown` flips.
-pub async fn run(informers: Informers, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(informers: Informers, shutdown: watch::Receiver<bool>) {
     let registry = informers.registry().clone();
     let c = Arc::new(Controller {
         deployments: informers.get(builtin("apps", "v1", "deployments")),
@@ -77,11 +77,7 @@ pub async fn run(informers: Informers, mut shutdown: watch::Receiver<bool>) {
             }
         }
     });
-    let queue = c.queue.clone();
-    tokio::spawn(async move {
-        let _ = shutdown.wait_for(|s| *s).await;
-        queue.shut_down();
-    });
+    c.queue.shut_down_on(shutdown.clone());
     c.deployments.wait_synced().await;
     c.replicasets.wait_synced().await;
     c.pods.wait_synced().await;

@@ -86,7 +86,7 @@ struct Controller {
     queue: WorkQueue<ObjectKey>,
 }
 
-async fn run_kind(informers: Informers, kind: &'static Kind, mut shutdown: watch::Receiver<bool>) {
+async fn run_kind(informers: Informers, kind: &'static Kind, shutdown: watch::Receiver<bool>) {
     let res = builtin(kind.group, "v1", kind.plural);
     let owners = informers.get(res);
     let pods = informers.get(builtin("", "v1", "pods"));
@@ -118,11 +118,7 @@ async fn run_kind(informers: Informers, kind: &'static Kind, mut shutdown: watch
             feed.on_pod(ev);
         }
     });
-    let queue = c.queue.clone();
-    tokio::spawn(async move {
-        let _ = shutdown.wait_for(|s| *s).await;
-        queue.shut_down();
-    });
+    c.queue.shut_down_on(shutdown.clone());
     owners.wait_synced().await;
     pods.wait_synced().await;
     c.enqueue_all();
