@@ -1,20 +1,15 @@
-//! DaemonSet, StatefulSet, Job, CronJob, namespace deletion and cascading deletion with
-//! real pods: a single-node server with its embedded agent (real containerd), and a
-//! three-node harness cluster for the DaemonSet (one pod per node, also on a node that
-//! joins later).
+//! DaemonSet (one pod per node, also on a node that joins later), StatefulSet, Job,
+//! CronJob, a pod no node can fit, namespace deletion and cascading deletion with real
+//! pods on three-node harness clusters (tests/common/cluster.rs).
 //!
-//! Needs root, containerd, runc, busybox-static and kubectl (`apt-get install containerd
-//! runc busybox-static iproute2`); the tests fail loudly, never skip, when one is missing.
+//! Needs root, containerd, runc, iproute2, nftables, busybox-static and kubectl
+//! (`apt-get install containerd runc iproute2 nftables busybox-static`); the tests fail
+//! loudly, never skip, when one is missing.
 
 mod common;
-#[path = "common/images.rs"]
-mod images;
-#[path = "common/pods.rs"]
-mod pods;
 
-use common::cluster::{require_environment, Cluster};
-use common::{eventually, Server};
-use pods::{jsonpath, wait_for, IMAGE};
+use common::cluster::{Cluster, IMAGE};
+use common::eventually;
 
 fn job_yaml(name: &str, spec: &str, command: &str) -> String {
     format!(
@@ -23,7 +18,7 @@ fn job_yaml(name: &str, spec: &str, command: &str) -> String {
 }
 
 /// Pod phases of the pods matching `selector`, one per line.
-fn phases(s: &Server, selector: &str) -> Vec<String> {
+fn phases(s: &Cluster, selector: &str) -> Vec<String> {
     let r = s.kubectl(&[
         "get",
         "pods",
@@ -37,7 +32,7 @@ fn phases(s: &Server, selector: &str) -> Vec<String> {
 
 #[test]
 fn a_job_runs_five_completions_never_more_than_two_at_once() {
-    let s = pods::cluster();
+    let s = Cluster::start(3);
     let yaml = job_yaml("five", "  completions: 5\n  parallelism: 2\n", "sleep 1");
     s.kubectl_stdin(&["apply", "-f", "-"], &yaml).ok();
     let mut most = 0;
@@ -47,8 +42,7 @@ fn a_job_runs_five_completions_never_more_than_two_at_once() {
             .filter(|p| *p != "Succeeded" && *p != "Failed")
             .count();
         most = most.max(running);
-        jsonpath(
-            &s,
+        s.jsonpath(
             "job/five",
             "{.status.conditions[?(@.type==\"Complete\")].status}",
         ) == "True"
@@ -63,7 +57,7 @@ fn a_job_runs_five_completions_never_more_than_two_at_once() {
         most <= 2,
         "{most} job pods were active at once (parallelism 2)"
     );
-    assert_eq!(jsonpath(&s, "job/five", "{.status.succeeded}"), "5");
+    assert_eq!(s.jsonpath("job/five", "{.status.succeeded}"), "5");
     let done_pods = phases(&s, "job-name=five");
     assert_eq!(done_pods.len(), 5, "pods: {done_pods:?}");
     assert!(
@@ -71,14 +65,15 @@ fn a_job_runs_five_completions_never_more_than_two_at_once() {
         "pods: {done_pods:?}"
     );
     assert_eq!(
-        jsonpath(
-            &s,
+        s.jsonpath(
             "job/five",
             "{.status.conditions[?(@.type==\"SuccessCriteriaMet\")].status}"
         ),
         "True"
     );
-    assert!(!jsonpath(&s, "job/five", "{.status.completionTime}").is_empty());
+    assert!(!s
+        .jsonpath("job/five", "{.status.completionTime}")
+        .is_empty());
     let events = s.kubectl(&[
         "get",
         "events",
@@ -98,7 +93,7 @@ fn a_job_runs_five_completions_never_more_than_two_at_once() {
         "echo index=$JOB_COMPLETION_INDEX host=$(hostname)",
     );
     s.kubectl_stdin(&["apply", "-f", "-"], &yaml).ok();
-    wait_for(&s, 120, "job/idx", "{.status.completedIndexes}", "0-2");
+    s.wait_for(120, "job/idx", "{.status.completedIndexes}", "0-2");
     let logs = s
         .kubectl(&["logs", "-l", "job-name=idx", "--prefix=false"])
         .ok()
@@ -117,8 +112,7 @@ fn a_job_runs_five_completions_never_more_than_two_at_once() {
         "exit 42",
     );
     s.kubectl_stdin(&["apply", "-f", "-"], &yaml).ok();
-    wait_for(
-        &s,
+    s.wait_for(
         120,
         "job/fatal",
         "{.status.conditions[?(@.type==\"Failed\")].reason}",
@@ -129,14 +123,13 @@ fn a_job_runs_five_completions_never_more_than_two_at_once() {
     // activeDeadlineSeconds: a job running too long fails and its pod is stopped.
     let yaml = job_yaml("slow", "  activeDeadlineSeconds: 3\n", "sleep 300");
     s.kubectl_stdin(&["apply", "-f", "-"], &yaml).ok();
-    wait_for(
-        &s,
+    s.wait_for(
         120,
         "job/slow",
         "{.status.conditions[?(@.type==\"Failed\")].reason}",
         "DeadlineExceeded",
     );
-    assert_eq!(jsonpath(&s, "job/slow", "{.status.active}"), "");
+    assert_eq!(s.jsonpath("job/slow", "{.status.active}"), "");
 
     // ttlSecondsAfterFinished: a finished job deletes itself.
     let yaml = job_yaml("brief", "  ttlSecondsAfterFinished: 1\n", "true");
@@ -151,7 +144,7 @@ fn a_job_runs_five_completions_never_more_than_two_at_once() {
 
 #[test]
 fn a_cronjob_creates_a_job_within_a_minute() {
-    let s = pods::cluster();
+    let s = Cluster::start(3);
     let yaml = format!(
         "apiVersion: batch/v1\nkind: CronJob\nmetadata:\n  name: tick\nspec:\n  schedule: \"*/1 * * * *\"\n  successfulJobsHistoryLimit: 1\n  jobTemplate:\n    spec:\n      template:\n        spec:\n          restartPolicy: Never\n          terminationGracePeriodSeconds: 1\n          containers:\n          - name: main\n            image: {IMAGE}\n            command: [\"sh\", \"-c\", \"echo tick\"]\n"
     );
@@ -168,15 +161,18 @@ fn a_cronjob_creates_a_job_within_a_minute() {
         "no job from the cronjob after 75 s:\n{}",
         s.kubectl(&["get", "cronjob", "tick", "-o", "yaml"]).stdout
     );
-    assert!(!jsonpath(&s, "cronjob/tick", "{.status.lastScheduleTime}").is_empty());
+    assert!(!s
+        .jsonpath("cronjob/tick", "{.status.lastScheduleTime}")
+        .is_empty());
     let job = s
         .kubectl(&["get", "jobs", "-o", "jsonpath={.items[0].metadata.name}"])
         .ok()
         .to_string();
     assert!(job.starts_with("tick-"), "job name {job}");
-    wait_for(&s, 120, &format!("job/{job}"), "{.status.succeeded}", "1");
+    s.wait_for(120, &format!("job/{job}"), "{.status.succeeded}", "1");
     let ok = eventually(30, || {
-        !jsonpath(&s, "cronjob/tick", "{.status.lastSuccessfulTime}").is_empty()
+        !s.jsonpath("cronjob/tick", "{.status.lastSuccessfulTime}")
+            .is_empty()
     });
     assert!(
         ok,
@@ -204,23 +200,23 @@ fn statefulset_yaml(name: &str, policy: &str) -> String {
 
 #[test]
 fn statefulsets_and_cascading_deletion() {
-    let s = pods::cluster();
+    let s = Cluster::start(3);
     // OrderedReady: web-0 then web-1, with stable names and hostnames.
     s.kubectl_stdin(
         &["apply", "-f", "-"],
         &statefulset_yaml("web", "OrderedReady"),
     )
     .ok();
-    wait_for(&s, 120, "statefulset/web", "{.status.readyReplicas}", "2");
+    s.wait_for(120, "statefulset/web", "{.status.readyReplicas}", "2");
     for i in 0..2 {
         let pod = format!("pod/web-{i}");
         assert_eq!(
-            jsonpath(&s, &pod, "{.spec.hostname} {.spec.subdomain}"),
+            s.jsonpath(&pod, "{.spec.hostname} {.spec.subdomain}"),
             format!("web-{i} web")
         );
     }
-    let t0 = jsonpath(&s, "pod/web-0", "{.metadata.creationTimestamp}");
-    let t1 = jsonpath(&s, "pod/web-1", "{.metadata.creationTimestamp}");
+    let t0 = s.jsonpath("pod/web-0", "{.metadata.creationTimestamp}");
+    let t1 = s.jsonpath("pod/web-1", "{.metadata.creationTimestamp}");
     assert!(t0 <= t1, "web-1 ({t1}) created before web-0 ({t0})");
 
     // --cascade=orphan leaves the pods, without their owner reference.
@@ -228,8 +224,10 @@ fn statefulsets_and_cascading_deletion() {
         .ok();
     let ok = eventually(30, || {
         s.kubectl(&["get", "statefulset", "web"]).code != 0
-            && jsonpath(&s, "pod/web-0", "{.metadata.ownerReferences}").is_empty()
-            && jsonpath(&s, "pod/web-1", "{.metadata.ownerReferences}").is_empty()
+            && s.jsonpath("pod/web-0", "{.metadata.ownerReferences}")
+                .is_empty()
+            && s.jsonpath("pod/web-1", "{.metadata.ownerReferences}")
+                .is_empty()
     });
     assert!(ok, "{}", s.kubectl(&["get", "pods", "-o", "yaml"]).stdout);
     assert_eq!(phases(&s, "app=web"), vec!["Running", "Running"]);
@@ -237,33 +235,21 @@ fn statefulsets_and_cascading_deletion() {
     // Foreground: the set stays (deleting) until its pods are gone.
     s.kubectl_stdin(&["apply", "-f", "-"], &statefulset_yaml("db", "Parallel"))
         .ok();
-    wait_for(&s, 120, "statefulset/db", "{.status.readyReplicas}", "2");
+    s.wait_for(120, "statefulset/db", "{.status.readyReplicas}", "2");
     // A partitioned rolling update replaces only the ordinals at or above the partition.
-    let old_rev = jsonpath(
-        &s,
-        "pod/db-0",
-        "{.metadata.labels.controller-revision-hash}",
-    );
+    let old_rev = s.jsonpath("pod/db-0", "{.metadata.labels.controller-revision-hash}");
     let patch = r#"{"spec":{"updateStrategy":{"rollingUpdate":{"partition":1}},"template":{"metadata":{"annotations":{"rev":"2"}}}}}"#;
     s.kubectl(&["patch", "statefulset", "db", "-p", patch]).ok();
-    wait_for(&s, 120, "statefulset/db", "{.status.updatedReplicas}", "1");
-    wait_for(&s, 120, "statefulset/db", "{.status.readyReplicas}", "2");
-    let new_rev = jsonpath(&s, "statefulset/db", "{.status.updateRevision}");
+    s.wait_for(120, "statefulset/db", "{.status.updatedReplicas}", "1");
+    s.wait_for(120, "statefulset/db", "{.status.readyReplicas}", "2");
+    let new_rev = s.jsonpath("statefulset/db", "{.status.updateRevision}");
     assert_ne!(new_rev, old_rev);
     assert_eq!(
-        jsonpath(
-            &s,
-            "pod/db-1",
-            "{.metadata.labels.controller-revision-hash}"
-        ),
+        s.jsonpath("pod/db-1", "{.metadata.labels.controller-revision-hash}"),
         new_rev
     );
     assert_eq!(
-        jsonpath(
-            &s,
-            "pod/db-0",
-            "{.metadata.labels.controller-revision-hash}"
-        ),
+        s.jsonpath("pod/db-0", "{.metadata.labels.controller-revision-hash}"),
         old_rev
     );
     s.kubectl(&[
@@ -274,9 +260,11 @@ fn statefulsets_and_cascading_deletion() {
         "--wait=false",
     ])
     .ok();
-    let fins = jsonpath(&s, "statefulset/db", "{.metadata.finalizers}");
+    let fins = s.jsonpath("statefulset/db", "{.metadata.finalizers}");
     assert!(fins.contains("foregroundDeletion"), "finalizers: {fins:?}");
-    assert!(!jsonpath(&s, "statefulset/db", "{.metadata.deletionTimestamp}").is_empty());
+    assert!(!s
+        .jsonpath("statefulset/db", "{.metadata.deletionTimestamp}")
+        .is_empty());
     let gone = eventually(60, || s.kubectl(&["get", "statefulset", "db"]).code != 0);
     assert!(
         gone,
@@ -295,7 +283,7 @@ fn statefulsets_and_cascading_deletion() {
 
 #[test]
 fn deleting_a_namespace_removes_everything_in_it() {
-    let s = pods::cluster();
+    let s = Cluster::start(3);
     s.kubectl(&["create", "namespace", "doomed"]).ok();
     // Every namespace gets its `default` service account, and gets it back when deleted.
     let has_default = || {
@@ -341,12 +329,12 @@ fn deleting_a_namespace_removes_everything_in_it() {
         .stdout
             == "Running"
     });
-    assert!(running, "pod not running:\n{}", s.log());
+    assert!(running, "pod not running:\n{}", s.logs_tail());
     s.kubectl(&["delete", "namespace", "doomed", "--wait=false"])
         .ok();
     // The pod takes its grace period to stop: the namespace is Terminating meanwhile.
     assert_eq!(
-        jsonpath(&s, "namespace/doomed", "{.status.phase}"),
+        s.jsonpath("namespace/doomed", "{.status.phase}"),
         "Terminating"
     );
     let refused = s.kubectl(&["create", "configmap", "late", "-n", "doomed"]);
@@ -358,9 +346,9 @@ fn deleting_a_namespace_removes_everything_in_it() {
     // A finalizer on a config map holds the namespace, and its status says so.
     let want = "Some content in the namespace has finalizers remaining: example.com/hold in 1 resource instances";
     let path = "{.status.conditions[?(@.type==\"NamespaceFinalizersRemaining\")].message}";
-    wait_for(&s, 60, "namespace/doomed", path, want);
+    s.wait_for(60, "namespace/doomed", path, want);
     assert_eq!(
-        jsonpath(&s, "namespace/doomed", "{.status.phase}"),
+        s.jsonpath("namespace/doomed", "{.status.phase}"),
         "Terminating"
     );
     s.kubectl(&[
@@ -392,7 +380,6 @@ fn deleting_a_namespace_removes_everything_in_it() {
 
 #[test]
 fn a_daemonset_runs_one_pod_per_node_also_on_a_node_that_joins_later() {
-    require_environment();
     let mut c = Cluster::start(3);
     let yaml = format!(
         "apiVersion: apps/v1\nkind: DaemonSet\nmetadata:\n  name: agent\nspec:\n  selector:\n    matchLabels:\n      app: agent\n  template:\n    metadata:\n      labels:\n        app: agent\n    spec:\n      terminationGracePeriodSeconds: 1\n      containers:\n      - name: main\n        image: {}\n        command: [\"sh\", \"-c\", \"sleep 3600\"]\n",
@@ -517,4 +504,40 @@ fn a_daemonset_runs_one_pod_per_node_also_on_a_node_that_joins_later() {
         c.logs_tail()
     );
     c.wait_for(60, "daemonset/agent", "{.status.numberReady}", "3");
+}
+
+#[test]
+fn a_pod_no_node_can_fit_stays_pending_with_upstreams_reason() {
+    let s = Cluster::start(3);
+    let pod = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: huge\nspec:\n  containers:\n  - name: main\n    image: {IMAGE}\n    command: [\"sleep\", \"3600\"]\n    resources:\n      requests:\n        cpu: \"1000\"\n"
+    );
+    s.kubectl_stdin(&["apply", "-f", "-"], &pod).ok();
+    let want = "0/3 nodes are available: 3 Insufficient cpu.";
+    let message = || {
+        s.kubectl(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=huge,reason=FailedScheduling",
+            "-o",
+            "jsonpath={.items[*].message}",
+        ])
+        .stdout
+    };
+    let ok = eventually(60, || message().contains(want));
+    assert!(
+        ok,
+        "FailedScheduling message: {:?}, want {want:?}",
+        message()
+    );
+    assert_eq!(s.jsonpath("pod/huge", "{.status.phase}"), "Pending");
+    assert_eq!(s.jsonpath("pod/huge", "{.spec.nodeName}"), "");
+    let cond = s.jsonpath(
+        "pod/huge",
+        "{.status.conditions[?(@.type==\"PodScheduled\")].reason}",
+    );
+    assert_eq!(cond, "Unschedulable");
+    let described = s.kubectl(&["describe", "pod", "huge"]).ok().to_string();
+    assert!(described.contains(want), "{described}");
 }

@@ -159,7 +159,7 @@ fn a_deployment_behind_a_service_is_found_by_name_and_follows_readiness() {
 
 #[test]
 fn a_cut_off_nodes_deployment_pods_move_to_the_other_nodes() {
-    let mut c = ClusterBuilder::new(3)
+    let c = ClusterBuilder::new(3)
         .server_args(&[
             "--node-monitor-grace-period",
             "8s",

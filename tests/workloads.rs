@@ -1,28 +1,33 @@
-//! ReplicationController, ReplicaSet and Deployment through the real server, its embedded
-//! agent (real pods on containerd) and the real kubectl: the classic ReplicationController
+//! ReplicationController, ReplicaSet and Deployment on a three-node harness cluster
+//! (tests/common/cluster.rs: real pods on each node's containerd) driven by the real
+//! kubectl: the classic ReplicationController
 //! lab (relabel, scale, delete pods, delete with and without cascade), the same with a
 //! ReplicaSet using matchExpressions, and a Deployment rolling from image A to B without
 //! dropping below replicas−maxUnavailable Ready pods, then `rollout undo`, `history`,
-//! `status`, `pause`/`resume` and `restart`. Needs root and containerd.
+//! `status`, `pause`/`resume` and `restart`. Needs root, containerd, runc, iproute2,
+//! nftables and busybox-static (CI has them; locally `apt-get install containerd runc
+//! iproute2 nftables busybox-static` and run as root).
 
 mod common;
-#[path = "common/images.rs"]
-mod images;
 
-use common::{eventually, Server};
+use common::cluster::{Cluster, ClusterBuilder, IMAGE};
+use common::eventually;
 use serde_json::Value;
 
-const IMAGE_A: &str = "k3rs.test/busybox:1";
+const IMAGE_A: &str = IMAGE;
 const IMAGE_B: &str = "k3rs.test/busybox:2";
 
-/// A server with its agent and two tags of the busybox test image.
-fn cluster() -> Server {
-    images::require_agent_environment("workloads");
-    Server::start_with_agent(&[], |data| {
-        let dir = data.join("agent/images");
-        images::write_oci_archive(&dir.join("a.tar"), IMAGE_A, false);
-        images::write_oci_archive(&dir.join("b.tar"), IMAGE_B, false);
-    })
+/// Three nodes (node 1 the server) with two tags of the busybox test image.
+fn cluster() -> Cluster {
+    ClusterBuilder::new(3).image(IMAGE_B).start()
+}
+
+/// The nodes the pods run on, without repeats.
+fn nodes_of(pods: &[Value]) -> std::collections::BTreeSet<String> {
+    pods.iter()
+        .filter_map(|p| p["spec"]["nodeName"].as_str())
+        .map(String::from)
+        .collect()
 }
 
 /// A pod template that stops at once on SIGTERM, so deletions finish quickly.
@@ -33,7 +38,7 @@ fn template(labels: &str, image: &str) -> String {
 }
 
 /// Active (not deleting, not finished) pods matching `selector`.
-fn active_pods(s: &Server, selector: &str) -> Vec<Value> {
+fn active_pods(s: &Cluster, selector: &str) -> Vec<Value> {
     let r = s.kubectl(&["get", "pods", "-l", selector, "-o", "json"]);
     let list: Value = serde_json::from_str(&r.stdout).unwrap_or(Value::Null);
     list["items"]
@@ -59,7 +64,7 @@ fn ready(p: &Value) -> bool {
     })
 }
 
-fn jsonpath(s: &Server, what: &str, path: &str) -> String {
+fn jsonpath(s: &Cluster, what: &str, path: &str) -> String {
     s.kubectl(&["get", what, "-o", &format!("jsonpath={path}")])
         .stdout
         .trim()
@@ -67,7 +72,7 @@ fn jsonpath(s: &Server, what: &str, path: &str) -> String {
 }
 
 /// Waits until exactly `n` active pods match `selector` and all are Ready.
-fn wait_ready_pods(s: &Server, selector: &str, n: usize, why: &str) -> Vec<Value> {
+fn wait_ready_pods(s: &Cluster, selector: &str, n: usize, why: &str) -> Vec<Value> {
     let ok = eventually(90, || {
         let pods = active_pods(s, selector);
         pods.len() == n && pods.iter().all(ready)
@@ -79,7 +84,7 @@ fn wait_ready_pods(s: &Server, selector: &str, n: usize, why: &str) -> Vec<Value
         names(&pods),
         s.kubectl(&["get", "pods", "-o", "wide", "--show-labels"])
             .stdout,
-        s.log()
+        s.logs_tail()
     );
     pods
 }
@@ -91,9 +96,14 @@ fn owners(p: &Value) -> usize {
 }
 
 /// The lab on an RC or RS named `web` (`what` = `rc/web` or `rs/web`) already applied.
-fn replica_lab(s: &Server, what: &str, manifest: &str) {
+fn replica_lab(s: &Cluster, what: &str, manifest: &str) {
     s.kubectl_stdin(&["apply", "-f", "-"], manifest).ok();
     let pods = wait_ready_pods(s, "app=web", 3, "created");
+    assert!(
+        nodes_of(&pods).len() >= 2,
+        "3 replicas on one node of three: {:?}",
+        nodes_of(&pods)
+    );
     for p in &pods {
         let r = &p["metadata"]["ownerReferences"][0];
         assert_eq!(r["controller"], true, "{p}");
@@ -211,7 +221,7 @@ fn images_of(pods: &[Value]) -> Vec<String> {
         .collect()
 }
 
-fn rollout_status(s: &Server) {
+fn rollout_status(s: &Cluster) {
     let r = s.kubectl(&["rollout", "status", "deployment/web", "--timeout=120s"]);
     assert_eq!(
         r.code,
@@ -220,13 +230,13 @@ fn rollout_status(s: &Server) {
         r.stdout,
         r.stderr,
         s.kubectl(&["get", "deploy,rs,pods", "-o", "wide"]).stdout,
-        s.log()
+        s.logs_tail()
     );
     assert!(r.stdout.contains("successfully rolled out"), "{}", r.stdout);
 }
 
 /// Applies `manifest` and returns the fewest Ready pods seen while the rollout ran.
-fn roll(s: &Server, manifest: &str) -> usize {
+fn roll(s: &Cluster, manifest: &str) -> usize {
     let done = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|scope| {
         let poller = scope.spawn(|| {

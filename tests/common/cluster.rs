@@ -57,6 +57,7 @@ pub struct ClusterBuilder {
     server_args: Vec<String>,
     agent_args: Vec<String>,
     node_args: BTreeMap<usize, Vec<String>>,
+    extra_images: Vec<String>,
 }
 
 fn owned(args: &[&str]) -> Vec<String> {
@@ -72,7 +73,15 @@ impl ClusterBuilder {
             server_args: Vec::new(),
             agent_args: Vec::new(),
             node_args: BTreeMap::new(),
+            extra_images: Vec::new(),
         }
+    }
+
+    /// One more tag of the busybox test image on every node (besides [`IMAGE`]), e.g. to
+    /// roll a Deployment from one image to another.
+    pub fn image(mut self, tag: &str) -> ClusterBuilder {
+        self.extra_images.push(tag.to_string());
+        self
     }
 
     /// Extra flags for `k3rs server` (node 1), e.g. `--flannel-backend host-gw`.
@@ -135,6 +144,14 @@ impl ClusterBuilder {
         images::write_oci_archive(&first, IMAGE, false);
         for n in &c.nodes[1..] {
             std::fs::copy(&first, n.images_dir().join("busybox.tar")).expect("copy image");
+        }
+        for (k, tag) in self.extra_images.iter().enumerate() {
+            let file = format!("extra-{k}.tar");
+            let archive = c.nodes[0].images_dir().join(&file);
+            images::write_oci_archive(&archive, tag, false);
+            for n in &c.nodes[1..] {
+                std::fs::copy(&archive, n.images_dir().join(&file)).expect("copy image");
+            }
         }
         c.start_node(1);
         for i in 2..=c.nodes.len() {

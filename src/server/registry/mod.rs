@@ -328,18 +328,24 @@ impl Registry {
             .exact("metadata.name")
             .filter(|_| !ns.is_empty() || !res.namespaced)
         {
-            let revision = self.store.current_revision();
+            // The list's revision must not be newer than the state read: a watch from
+            // it has to replay every change after the read (a later revision would hide
+            // a deletion that lands between the read and the answer, and a client
+            // waiting for that deletion would wait forever). The revision before the
+            // read, or the object's own if newer, is exact for this one key.
+            let mut revision = self.store.current_revision();
             let kv = self.store.get(res.key(ns, name)).await.map_err(store_err)?;
             let mut items = Vec::new();
             if let Some(kv) = kv {
                 let obj = StoredObject::from_kv(kv);
+                revision = revision.max(obj.revision);
                 if self.matches(res, &obj, opts)? {
                     items.push(obj);
                 }
             }
             return Ok(ListResult {
                 items,
-                revision: revision.max(self.store.current_revision()),
+                revision,
                 continue_token: None,
                 remaining: None,
             });
