@@ -57,15 +57,20 @@ impl Prometheus {
         serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
     }
 
-    /// The result vector of an instant query.
-    pub fn query(&self, q: &str) -> Vec<Value> {
+    /// The answer of an instant query (`status`, `data.result` or `error`).
+    pub fn query_doc(&self, q: &str) -> Value {
         let out = Command::new("curl")
             .args(["-s", "--max-time", "10", "-G", "--data-urlencode"])
             .arg(format!("query={q}"))
             .arg(format!("http://127.0.0.1:{}/api/v1/query", self.port))
             .output()
             .expect("curl is needed: apt-get install curl");
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    }
+
+    /// The result vector of an instant query.
+    pub fn query(&self, q: &str) -> Vec<Value> {
+        let v = self.query_doc(q);
         v["data"]["result"].as_array().cloned().unwrap_or_default()
     }
 
@@ -101,6 +106,22 @@ pub fn config(dir: &Path, server: &str, node: &str, interval: &str) -> String {
         cfg = cfg.replace(from, &to);
     }
     cfg
+}
+
+/// Every query of packaging/grafana-dashboard.json.
+fn dashboard_exprs() -> Vec<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/grafana-dashboard.json");
+    let text = std::fs::read_to_string(&path).expect("packaging/grafana-dashboard.json");
+    let d: Value = serde_json::from_str(&text).expect("the dashboard is JSON");
+    let exprs: Vec<String> = d["panels"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .filter_map(|t| t["expr"].as_str().map(str::to_string))
+        .collect();
+    assert!(!exprs.is_empty(), "the dashboard has no queries");
+    exprs
 }
 
 /// Makes the credentials as packaging/prometheus.yml's comments say (a ServiceAccount
@@ -218,6 +239,17 @@ pub fn check(s: &Server) {
         ] {
             if prom.query(q).is_empty() {
                 missing.push(q.to_string());
+            }
+        }
+        // The packaged Grafana dashboard's queries are valid and have data (pods'
+        // network panels only where pods have a network: not in this harness).
+        for expr in dashboard_exprs() {
+            let doc = prom.query_doc(&expr);
+            let empty = doc["data"]["result"]
+                .as_array()
+                .is_none_or(|r| r.is_empty());
+            if doc["status"] != "success" || (empty && !expr.contains("container_network_")) {
+                missing.push(format!("dashboard query {expr}: {doc}"));
             }
         }
         if !missing.is_empty() {
