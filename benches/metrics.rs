@@ -108,9 +108,8 @@ impl Bench<'_> {
 
     /// The pods of namespace `ns` (none when the list fails).
     fn pods(&self, ns: &str) -> Vec<Value> {
-        let list = self
-            .api
-            .request_json(http::Method::GET, &Self::pods_path(ns), None);
+        let path = Self::pods_path(ns);
+        let list = self.api.request_json(http::Method::GET, &path, None);
         let l: Value = self.rt.block_on(list).unwrap_or(Value::Null);
         l["items"].as_array().cloned().unwrap_or_default()
     }
