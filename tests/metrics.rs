@@ -1,12 +1,19 @@
 //! Resource metrics end to end on a single node (server + embedded agent, real containerd):
 //! a pod burning CPU and a pod holding 50 MB show in `kubectl top nodes` and `kubectl top
 //! pods -A --containers` within 30 s of having two readings, and the metrics.k8s.io values
-//! agree within 20% with what the test itself reads from the pods' cgroup files. Needs
-//! root and containerd.
+//! agree within 20% with what the test itself reads from the pods' cgroup files (and
+//! the node's figures with /proc); a real Prometheus scrapes it with the packaged config
+//! ([`prometheus`]); pods' network counters on a node with a pod network ([`network`]).
+//! Unauthenticated scrapes of the server and the kubelet are refused. Needs root,
+//! containerd and Debian's prometheus package.
 
 mod common;
 #[path = "common/images.rs"]
 mod images;
+#[path = "metrics/network.rs"]
+mod network;
+#[path = "metrics/prometheus.rs"]
+mod prometheus;
 
 use common::{eventually, Server};
 use serde_json::Value;
@@ -75,6 +82,79 @@ fn cgroup_working_set(uid: &str, c: &str) -> Option<u64> {
     Some(usage.saturating_sub(inactive))
 }
 
+/// The node's busy CPU time (all but idle and iowait) from /proc/stat, in ns.
+fn node_busy_ns() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = s.lines().find(|l| l.starts_with("cpu "))?;
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let busy: u64 = f
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, v)| v)
+        .sum();
+    Some(busy * 10_000_000)
+}
+
+/// The node's working set from /proc/meminfo: total − free − inactive file pages.
+fn node_working_set() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib = |k: &str| -> Option<u64> {
+        s.lines()
+            .find_map(|l| l.strip_prefix(k)?.strip_prefix(':'))?
+            .split_whitespace()
+            .next()?
+            .parse::<u64>()
+            .ok()
+            .map(|v| v * 1024)
+    };
+    Some((kib("MemTotal")? - kib("MemFree")?).saturating_sub(kib("Inactive(file)")?))
+}
+
+/// (time, value) samples of a reading the test takes itself.
+type Samples = Vec<(jiff::Timestamp, u64)>;
+
+/// The sample nearest to `t`.
+fn nearest(samples: &Samples, t: jiff::Timestamp) -> (jiff::Timestamp, u64) {
+    samples
+        .iter()
+        .min_by_key(|(st, _)| (st.as_millisecond() - t.as_millisecond()).abs())
+        .copied()
+        .expect("samples were taken")
+}
+
+/// (end, window in seconds) of a metrics.k8s.io document.
+fn window_of(m: &Value) -> Option<(jiff::Timestamp, i64)> {
+    let end = m["timestamp"].as_str()?.parse().ok()?;
+    let win = m["window"].as_str()?.trim_end_matches('s').parse().ok()?;
+    Some((end, win))
+}
+
+/// Whether `samples` cover the document's whole window.
+fn covered(samples: &Samples, m: &Value) -> bool {
+    window_of(m).is_some_and(|(t, win)| {
+        samples
+            .first()
+            .is_some_and(|f| f.0 < t - jiff::SignedDuration::from_secs(win))
+            && samples.last().is_some_and(|l| l.0 > t)
+    })
+}
+
+/// The rate of a cumulative ns counter over the document's window, from the nearest
+/// samples on each side.
+fn rate_over_window(samples: &Samples, m: &Value) -> f64 {
+    let (end, win) = window_of(m).expect("timestamp and window");
+    let start = end - jiff::SignedDuration::from_secs(win);
+    let (a, b) = (nearest(samples, start), nearest(samples, end));
+    let dt = (b.0.as_millisecond() - a.0.as_millisecond()) as f64 / 1000.0;
+    (b.1 - a.1) as f64 / dt
+}
+
 fn cpu_nanocores(q: &str) -> f64 {
     if let Some(n) = q.strip_suffix('n') {
         n.parse().unwrap_or(0.0)
@@ -102,8 +182,9 @@ fn within(got: f64, want: f64, what: &str) {
 }
 
 #[test]
-fn kubectl_top_shows_cpu_and_memory_from_cgroups() {
+fn kubectl_top_and_a_real_prometheus_see_the_pods() {
     images::require_agent_environment("metrics");
+    prometheus::require();
     let s = Server::start_with_agent(&[], |data| {
         images::write_oci_archive(&data.join("agent/images/a.tar"), IMAGE, false);
     });
@@ -133,62 +214,34 @@ fn kubectl_top_shows_cpu_and_memory_from_cgroups() {
     };
     let (burn_uid, hold_uid) = (uid("burn"), uid("hold"));
 
-    // Sample the burner's cgroup every second so the API's window can be matched exactly.
-    let mut samples: Vec<(jiff::Timestamp, u64)> = Vec::new();
-    let mut burn_metrics = Value::Null;
+    // Sample the burner's cgroup and the node's /proc often, so the API's windows can
+    // be matched to the test's own readings.
+    let (mut samples, mut node_cpu, mut node_mem): (Samples, Samples, Samples) = Default::default();
+    let (mut burn_metrics, mut node_metrics) = (Value::Null, Value::Null);
+    let raw = |path: &str| -> Value {
+        let r = s.kubectl(&["get", "--raw", path]);
+        serde_json::from_str(&r.stdout).unwrap_or(Value::Null)
+    };
     let shown = eventually(60, || {
+        let now = jiff::Timestamp::now();
         if let Some(v) = cgroup_cpu_ns(&burn_uid, "main") {
-            samples.push((jiff::Timestamp::now(), v));
+            samples.push((now, v));
         }
-        let r = s.kubectl(&[
-            "get",
-            "--raw",
-            "/apis/metrics.k8s.io/v1beta1/namespaces/default/pods/burn",
-        ]);
-        if r.code != 0 {
-            return false;
+        if let (Some(c), Some(m)) = (node_busy_ns(), node_working_set()) {
+            node_cpu.push((now, c));
+            node_mem.push((now, m));
         }
-        burn_metrics = serde_json::from_str(&r.stdout).unwrap_or(Value::Null);
-        let ts: Option<jiff::Timestamp> = burn_metrics["timestamp"]
-            .as_str()
-            .and_then(|t| t.parse().ok());
-        // Wait until our samples cover the whole window (the first one may predate them).
-        let win: i64 = burn_metrics["window"]
-            .as_str()
-            .and_then(|w| w.trim_end_matches('s').parse().ok())
-            .unwrap_or(0);
-        ts.is_some_and(|t| {
-            samples
-                .first()
-                .is_some_and(|f| f.0 < t - jiff::SignedDuration::from_secs(win))
-                && samples.last().is_some_and(|l| l.0 > t)
-        })
+        burn_metrics = raw("/apis/metrics.k8s.io/v1beta1/namespaces/default/pods/burn");
+        node_metrics = raw("/apis/metrics.k8s.io/v1beta1/nodes/test-node");
+        // Wait until our samples cover the whole windows (the first may predate them).
+        covered(&samples, &burn_metrics) && covered(&node_cpu, &node_metrics)
     });
     assert!(
         shown,
-        "PodMetrics of burn never covered by the test's samples: {burn_metrics}\nlog:\n{}",
+        "metrics of burn and test-node never covered by the test's samples: {burn_metrics}\n{node_metrics}\nlog:\n{}",
         s.log()
     );
-
-    // The cgroup's rate over the API's window, from the nearest samples on each side.
-    let end: jiff::Timestamp = burn_metrics["timestamp"].as_str().unwrap().parse().unwrap();
-    let win: i64 = burn_metrics["window"]
-        .as_str()
-        .unwrap()
-        .trim_end_matches('s')
-        .parse()
-        .unwrap();
-    let start = end - jiff::SignedDuration::from_secs(win);
-    let near = |t: jiff::Timestamp| {
-        samples
-            .iter()
-            .min_by_key(|(st, _)| (st.as_millisecond() - t.as_millisecond()).abs())
-            .copied()
-            .unwrap()
-    };
-    let (a, b) = (near(start), near(end));
-    let dt = (b.0.as_millisecond() - a.0.as_millisecond()) as f64 / 1000.0;
-    let cgroup_rate = (b.1 - a.1) as f64 / dt;
+    let cgroup_rate = rate_over_window(&samples, &burn_metrics);
     let api_cpu = cpu_nanocores(
         burn_metrics["containers"][0]["usage"]["cpu"]
             .as_str()
@@ -221,6 +274,21 @@ fn kubectl_top_shows_cpu_and_memory_from_cgroups() {
     );
     within(api_mem, cg_mem, "hold memory");
 
+    // The node's figures against /proc at the same instants.
+    let node_cpu_api = cpu_nanocores(node_metrics["usage"]["cpu"].as_str().unwrap_or("0"));
+    within(
+        node_cpu_api,
+        rate_over_window(&node_cpu, &node_metrics),
+        "node CPU",
+    );
+    let node_mem_api = memory_bytes(node_metrics["usage"]["memory"].as_str().unwrap_or("0"));
+    let end = window_of(&node_metrics).expect("node metrics window").0;
+    within(
+        node_mem_api,
+        nearest(&node_mem, end).1 as f64,
+        "node memory",
+    );
+
     // What a user types.
     let top_nodes = s.kubectl(&["top", "nodes"]);
     assert!(
@@ -250,6 +318,8 @@ fn kubectl_top_shows_cpu_and_memory_from_cgroups() {
         "hold's memory in kubectl top: {hold_line:?}\n{}",
         top.stdout
     );
+    let cg_now = cgroup_working_set(&hold_uid, "main").expect("hold's memory cgroup") as f64;
+    within(memory_bytes(mem_col), cg_now, "hold memory in kubectl top");
     let sorted = s.kubectl(&["top", "pods", "--sort-by=cpu", "--no-headers"]);
     assert!(
         sorted
@@ -285,6 +355,49 @@ fn kubectl_top_shows_cpu_and_memory_from_cgroups() {
         cadvisor.contains("container_cpu_usage_seconds_total{container=\"main\",namespace=\"default\",pod=\"burn\"}"),
         "/metrics/cadvisor:\n{cadvisor}"
     );
+    let node = kubelet("/metrics/node");
+    for want in [
+        "# TYPE node_cpu_seconds_total counter",
+        "node_cpu_seconds_total{cpu=\"0\",mode=\"user\"} ",
+        "node_memory_MemAvailable_bytes ",
+        "node_filesystem_size_bytes{device=",
+        "node_network_receive_bytes_total{device=\"lo\"} ",
+        "node_load1 ",
+        "node_boot_time_seconds ",
+    ] {
+        assert!(node.contains(want), "/metrics/node lacks {want:?}:\n{node}");
+    }
+    let summary: Value = serde_json::from_str(&kubelet("/stats/summary")).unwrap_or_default();
+    assert!(
+        summary["node"]["network"]["interfaces"]
+            .as_array()
+            .is_some_and(|i| i.iter().any(|i| i["rxBytes"].as_u64() > Some(0))),
+        "/stats/summary node network: {}",
+        summary["node"]["network"]
+    );
+
+    // Unauthenticated scrapes are refused: the server's /metrics with 401/403, the
+    // kubelet's at the TLS handshake (no client certificate) or with 401/403.
+    let (code, body) = scrape(&s, None);
+    assert!(
+        code == "401" || code == "403",
+        "anonymous scrape of the server must be refused, got {code}: {body}"
+    );
+    for path in ["/metrics/cadvisor", "/metrics/node", "/stats/summary"] {
+        let out = std::process::Command::new("curl")
+            .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}"])
+            .arg(format!("https://127.0.0.1:{}{path}", s.kubelet_port()))
+            .output()
+            .expect("curl is needed: apt-get install curl");
+        let code = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert!(
+            code == "000" || code == "401" || code == "403",
+            "anonymous scrape of the kubelet's {path} must be refused, got HTTP {code}"
+        );
+    }
+
+    // A real Prometheus with the packaged scrape config.
+    prometheus::check(&s);
 }
 
 /// `curl -sk` of the server's /metrics with an optional bearer token: (HTTP code, body).

@@ -224,6 +224,7 @@ pub async fn run(opts: AgentOptions, shutdown: watch::Receiver<bool>) -> anyhow:
         shutdown.clone(),
     ));
     metrics::set_node_name(&opts.node_name);
+    metrics::set_disabled(s.disable_metrics);
     let kubelet_task = start_kubelet(
         &agent_dir,
         s.kubelet_port,

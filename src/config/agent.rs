@@ -37,6 +37,9 @@ pub struct AgentSettings {
     /// cluster DNS forwarding and pods with dnsPolicy Default); `None`: k3s's choice
     /// (see `agent::dns::upstream::node_resolv_conf`).
     pub resolv_conf: Option<PathBuf>,
+    /// `--disable-metrics` (hidden): the kubelet's stats and metrics paths answer 404, to
+    /// measure what the metrics path costs.
+    pub disable_metrics: bool,
 }
 
 impl Default for AgentSettings {
@@ -53,6 +56,7 @@ impl Default for AgentSettings {
             cluster_cidr: Ipv4Subnet::new(std::net::Ipv4Addr::new(10, 42, 0, 0), 16)
                 .expect("a /16 is a valid subnet"),
             resolv_conf: None,
+            disable_metrics: false,
         }
     }
 }
@@ -122,6 +126,10 @@ pub(super) struct NodeArgs {
     /// Kubelet resolv.conf file
     #[arg(long, env = "K3RS_RESOLV_CONF", value_name = "FILE")]
     resolv_conf: Option<String>,
+    /// Turn the kubelet's /stats and /metrics paths off (for measuring their cost)
+    #[arg(long, env = "K3RS_DISABLE_METRICS", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_name = "BOOL", hide = true)]
+    disable_metrics: Option<String>,
 }
 
 /// The raw `agent` flags.
@@ -258,6 +266,10 @@ pub(super) fn resolve_node(a: NodeArgs, host: &Host) -> Result<AgentSettings, Co
         pod_log_dir: host.cwd.join(a.pod_log_dir.trim()),
         private_registry: host.cwd.join(a.private_registry.trim()),
         resolv_conf: nonempty(a.resolv_conf).map(|p| host.cwd.join(p)),
+        disable_metrics: match a.disable_metrics {
+            Some(v) => check("disable-metrics", v.trim(), parse_bool)?,
+            None => false,
+        },
         ..AgentSettings::default()
     })
 }

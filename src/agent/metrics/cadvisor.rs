@@ -2,14 +2,61 @@
 //! cAdvisor's metric names (`container_cpu_usage_seconds_total`,
 //! `container_memory_working_set_bytes`, `container_memory_usage_bytes`,
 //! `container_memory_rss`, `container_start_time_seconds`) with the `container`,
-//! `namespace` and `pod` labels Grafana dashboards select on, plus `machine_cpu_cores`.
+//! `namespace` and `pod` labels Grafana dashboards select on; per pod and interface the
+//! `container_network_*` counters (on the pod-level series, `container=""`, as the
+//! kubelet's cAdvisor reports the shared network namespace); plus `machine_cpu_cores`.
 
 use super::exposition::{Kind, Writer};
+use super::network::Interface;
 use super::summary::per_container;
 use super::Snapshot;
 
 /// How a family's value is read from a container's stats.
 type Reader = fn(&super::ContainerStats) -> Option<f64>;
+
+/// cAdvisor's network families: name, help, and the counter they expose.
+const NETWORK: [(&str, &str, fn(&Interface) -> u64); 8] = [
+    (
+        "container_network_receive_bytes_total",
+        "Cumulative count of bytes received",
+        |i| i.rx_bytes,
+    ),
+    (
+        "container_network_receive_packets_total",
+        "Cumulative count of packets received",
+        |i| i.rx_packets,
+    ),
+    (
+        "container_network_receive_errors_total",
+        "Cumulative count of errors encountered while receiving",
+        |i| i.rx_errors,
+    ),
+    (
+        "container_network_receive_packets_dropped_total",
+        "Cumulative count of packets dropped while receiving",
+        |i| i.rx_dropped,
+    ),
+    (
+        "container_network_transmit_bytes_total",
+        "Cumulative count of bytes transmitted",
+        |i| i.tx_bytes,
+    ),
+    (
+        "container_network_transmit_packets_total",
+        "Cumulative count of packets transmitted",
+        |i| i.tx_packets,
+    ),
+    (
+        "container_network_transmit_errors_total",
+        "Cumulative count of errors encountered while transmitting",
+        |i| i.tx_errors,
+    ),
+    (
+        "container_network_transmit_packets_dropped_total",
+        "Cumulative count of packets dropped while transmitting",
+        |i| i.tx_dropped,
+    ),
+];
 
 /// The document for `snap`.
 pub fn text(snap: &Snapshot) -> String {
@@ -48,6 +95,21 @@ pub fn text(snap: &Snapshot) -> String {
     ];
     for (name, help, kind, value) in families {
         per_container(&mut w, snap, (name, help, kind), value);
+    }
+    let ms = Some(snap.time.as_millisecond());
+    for (name, help, pick) in NETWORK {
+        w.family(name, help, Kind::Counter);
+        for p in &snap.pods {
+            for i in &p.network {
+                let labels = [
+                    ("container", ""),
+                    ("interface", i.name.as_str()),
+                    ("namespace", p.namespace.as_str()),
+                    ("pod", p.name.as_str()),
+                ];
+                w.sample(name, &labels, pick(i) as f64, ms);
+            }
+        }
     }
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     w.family(

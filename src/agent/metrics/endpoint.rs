@@ -1,5 +1,7 @@
 //! The metrics paths of the kubelet endpoint: `GET /stats/summary` (JSON) and
-//! `GET /metrics/resource` and `GET /metrics/cadvisor` (Prometheus text), each from a fresh [`super::collect`].
+//! `GET /metrics/resource` and `GET /metrics/cadvisor` (Prometheus text), each from a
+//! fresh [`super::collect`], and `GET /metrics/node` (node_exporter's names, [`super::node`]).
+//! All answer 404 when the agent runs with `--disable-metrics`.
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
@@ -17,10 +19,20 @@ pub async fn serve(
     second: &str,
 ) -> Result<Response<Body>, KubeletError> {
     let content_type = match (first, second) {
+        _ if super::disabled() => return Err(KubeletError::not_found("404 page not found")),
         ("stats", "summary") => "application/json",
-        ("metrics", "resource" | "cadvisor") => exposition::CONTENT_TYPE,
+        ("metrics", "resource" | "cadvisor" | "node") => exposition::CONTENT_TYPE,
         _ => return Err(KubeletError::not_found("404 page not found")),
     };
+    if second == "node" {
+        let body = tokio::task::spawn_blocking(super::node::text)
+            .await
+            .map_err(|e| KubeletError::Request {
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                message: format!("failed to read node metrics: {e}"),
+            })?;
+        return Ok(response(content_type, body.into_bytes()));
+    }
     let snap = super::collect(runtime)
         .await
         .map_err(|e| KubeletError::Request {
@@ -34,9 +46,13 @@ pub async fn serve(
     } else {
         summary::resource_text(&snap).into_bytes()
     };
+    Ok(response(content_type, body))
+}
+
+fn response(content_type: &'static str, body: Vec<u8>) -> Response<Body> {
     let mut r = Response::new(Body::Full(Some(Bytes::from(body))));
     *r.status_mut() = StatusCode::OK;
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    Ok(r)
+    r
 }

@@ -32,19 +32,24 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// An empty document.
+    /// An empty document (with room for a typical node's document, so it rarely grows).
     pub fn new() -> Writer {
-        Writer::default()
+        Writer {
+            out: String::with_capacity(16 * 1024),
+        }
     }
 
     /// Starts a family: its help text and type.
     pub fn family(&mut self, name: &str, help: &str, kind: Kind) {
-        let help = help.replace('\\', "\\\\").replace('\n', "\\n");
-        let _ = writeln!(self.out, "# HELP {name} {help}");
-        let _ = writeln!(self.out, "# TYPE {name} {}", kind.as_str());
+        self.out.push_str("# HELP ");
+        self.out.push_str(name);
+        self.out.push(' ');
+        escape_into(&mut self.out, help, false);
+        let _ = writeln!(self.out, "\n# TYPE {name} {}", kind.as_str());
     }
 
     /// One sample of the current family; `ts_ms` is a Unix time in milliseconds.
+    /// Writes straight into the document: no allocation per sample once it has grown.
     pub fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64, ts_ms: Option<i64>) {
         self.out.push_str(name);
         if !labels.is_empty() {
@@ -53,16 +58,15 @@ impl Writer {
                 if i > 0 {
                     self.out.push(',');
                 }
-                let v = v
-                    .replace('\\', "\\\\")
-                    .replace('"', "\\\"")
-                    .replace('\n', "\\n");
-                let _ = write!(self.out, "{k}=\"{v}\"");
+                self.out.push_str(k);
+                self.out.push_str("=\"");
+                escape_into(&mut self.out, v, true);
+                self.out.push('"');
             }
             self.out.push('}');
         }
         self.out.push(' ');
-        self.out.push_str(&format_value(value));
+        write_value(&mut self.out, value);
         if let Some(ts) = ts_ms {
             let _ = write!(self.out, " {ts}");
         }
@@ -75,16 +79,28 @@ impl Writer {
     }
 }
 
+/// Appends `s` with backslash and newline escaped (and `"` in label values).
+fn escape_into(out: &mut String, s: &str, quote: bool) {
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '"' if quote => out.push_str("\\\""),
+            c => out.push(c),
+        }
+    }
+}
+
 /// Integers without a fraction, infinities as Prometheus spells them.
-fn format_value(v: f64) -> String {
+fn write_value(out: &mut String, v: f64) {
     if v.is_infinite() {
-        if v > 0.0 { "+Inf" } else { "-Inf" }.to_string()
+        out.push_str(if v > 0.0 { "+Inf" } else { "-Inf" });
     } else if v.is_nan() {
-        "NaN".to_string()
+        out.push_str("NaN");
     } else if v.fract() == 0.0 && v.abs() < 1e15 {
-        format!("{}", v as i64)
+        let _ = write!(out, "{}", v as i64);
     } else {
-        format!("{v}")
+        let _ = write!(out, "{v}");
     }
 }
 

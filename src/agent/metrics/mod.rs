@@ -1,14 +1,16 @@
 //! The node's resource metrics: a snapshot of CPU and memory of the node, each pod and
-//! each running container, read from cgroups ([`cgroup`]) at request time, and the
-//! kubelet documents built from it — `/stats/summary` ([`summary`]) and
-//! `/metrics/resource` ([`summary::resource_text`]) and `/metrics/cadvisor`
-//! ([`cadvisor`]) — that the API server's
-//! metrics.k8s.io poller and Prometheus read.
+//! each running container, read from cgroups ([`cgroup`]), and of each pod's network
+//! interfaces ([`network`]), at request time, and the kubelet documents built from it —
+//! `/stats/summary` ([`summary`]) and `/metrics/resource` ([`summary::resource_text`])
+//! and `/metrics/cadvisor` ([`cadvisor`]) — that the API server's metrics.k8s.io poller
+//! and Prometheus read; plus `/metrics/node` ([`node`], node_exporter's names).
 
 pub mod cadvisor;
 pub mod cgroup;
 pub mod endpoint;
 pub mod exposition;
+pub mod network;
+pub mod node;
 pub mod summary;
 
 use std::collections::BTreeMap;
@@ -44,6 +46,9 @@ pub struct PodStats {
     /// Cumulative CPU time of the pod cgroup in nanoseconds.
     pub cpu_ns: Option<u64>,
     pub memory: Option<Memory>,
+    /// The pod's interfaces except loopback (cAdvisor leaves `lo` out too), read through
+    /// one of its running processes.
+    pub network: Vec<network::Interface>,
 }
 
 /// The node at one instant.
@@ -54,6 +59,8 @@ pub struct Snapshot {
     /// Cumulative busy CPU time of the node in nanoseconds.
     pub node_cpu_ns: Option<u64>,
     pub node_memory: Option<Memory>,
+    /// The node's interfaces (the agent's network namespace).
+    pub node_network: Vec<network::Interface>,
     pub pods: Vec<PodStats>,
 }
 
@@ -63,19 +70,17 @@ pub async fn collect(runtime: &Runtime) -> Result<Snapshot, MetricsError> {
     let list = runtime.list().await?;
     let mut pods: BTreeMap<String, PodStats> = BTreeMap::new();
     let mut running: Vec<(String, String, Option<jiff::Timestamp>)> = Vec::new();
+    // One process per pod is enough: all its containers share the pod's namespace.
+    let mut pids: Vec<(String, u32)> = Vec::new();
     for c in &list {
         let l = |k: &str| c.labels.get(k).cloned().unwrap_or_default();
         let (uid, name) = (l(LABEL_POD_UID), l(LABEL_CONTAINER_NAME));
         if uid.is_empty() || name.is_empty() {
             continue;
         }
-        if !c
-            .task
-            .as_ref()
-            .is_some_and(|t| t.status == TaskStatus::Running)
-        {
+        let Some(task) = c.task.as_ref().filter(|t| t.status == TaskStatus::Running) else {
             continue;
-        }
+        };
         let pod = pods.entry(uid.clone()).or_insert_with(|| PodStats {
             namespace: l(LABEL_POD_NAMESPACE),
             name: l(LABEL_POD_NAME),
@@ -84,7 +89,11 @@ pub async fn collect(runtime: &Runtime) -> Result<Snapshot, MetricsError> {
             containers: Vec::new(),
             cpu_ns: None,
             memory: None,
+            network: Vec::new(),
         });
+        if task.pid > 0 && !pids.iter().any(|(u, _)| *u == uid) {
+            pids.push((uid.clone(), task.pid));
+        }
         pod.start_time = match (pod.start_time, c.created_at) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -103,6 +112,12 @@ pub async fn collect(runtime: &Runtime) -> Result<Snapshot, MetricsError> {
                 });
             }
         }
+        for (uid, pid) in pids {
+            if let Some(p) = pods.get_mut(&uid) {
+                p.network = network::of_process(pid);
+                p.network.retain(|i| i.name != "lo");
+            }
+        }
         for p in pods.values_mut() {
             let rel = format!("/k3rs/{}", p.uid);
             p.cpu_ns = cgroup::cpu_usage_ns(&rel);
@@ -113,6 +128,7 @@ pub async fn collect(runtime: &Runtime) -> Result<Snapshot, MetricsError> {
             time: jiff::Timestamp::now(),
             node_cpu_ns: cgroup::node_cpu_usage_ns(),
             node_memory: cgroup::node_memory(),
+            node_network: network::of_node(),
             pods: pods.into_values().collect(),
         }
     });
@@ -128,6 +144,19 @@ pub enum MetricsError {
     /// The blocking reader task died.
     #[error("reading cgroups failed ({0}); check that /sys/fs/cgroup is mounted")]
     Read(String),
+}
+
+static DISABLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Switches the kubelet's metrics paths off (`--disable-metrics`, a hidden flag for
+/// measuring what the metrics path costs); they then answer 404.
+pub fn set_disabled(disabled: bool) {
+    DISABLED.store(disabled, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether [`set_disabled`] switched the metrics paths off.
+pub fn disabled() -> bool {
+    DISABLED.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 static NODE_NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();

@@ -1,7 +1,7 @@
 //! The kubelet's resource documents from a [`Snapshot`]: `/stats/summary` (the
 //! `stats/v1alpha1` Summary JSON metrics-server reads: cumulative `usageCoreNanoSeconds`,
 //! `usageNanoCores` over the time since the previous request, memory usage, working set
-//! and rss) and `/metrics/resource` (the kubelet's Prometheus names: `node_*`, `pod_*`,
+//! and rss, `network` with per-interface rx/tx bytes and errors) and `/metrics/resource` (the kubelet's Prometheus names: `node_*`, `pod_*`,
 //! `container_*` CPU seconds and working-set bytes).
 
 use std::collections::HashMap;
@@ -10,6 +10,7 @@ use std::sync::Mutex;
 use serde_json::{json, Value};
 
 use super::exposition::{Kind, Writer};
+use super::network::Interface;
 use super::{cgroup::Memory, ContainerStats, Snapshot};
 
 /// The previous CPU reading per cgroup key: (time in ns since the epoch, cumulative ns).
@@ -59,6 +60,28 @@ fn memory(time: jiff::Timestamp, m: Option<Memory>, node: bool) -> Value {
     v
 }
 
+/// `NetworkStats`: the default interface's counters at the top level (`eth0` for pods,
+/// the default-route interface for the node, else the first) and every interface.
+fn network(time: jiff::Timestamp, interfaces: &[Interface], default: Option<&str>) -> Value {
+    let one = |i: &Interface| {
+        json!({
+            "name": i.name,
+            "rxBytes": i.rx_bytes,
+            "rxErrors": i.rx_errors,
+            "txBytes": i.tx_bytes,
+            "txErrors": i.tx_errors,
+        })
+    };
+    let main = interfaces
+        .iter()
+        .find(|i| Some(i.name.as_str()) == default)
+        .or_else(|| interfaces.first());
+    let mut v = main.map(one).unwrap_or_else(|| json!({}));
+    v["time"] = json!(ts(time));
+    v["interfaces"] = Value::Array(interfaces.iter().map(one).collect());
+    v
+}
+
 /// The Summary document of `snap` for node `node_name`.
 pub fn summary(snap: &Snapshot, node_name: &str) -> Value {
     let mut guard = PREVIOUS.lock().unwrap_or_else(|p| p.into_inner());
@@ -87,17 +110,20 @@ pub fn summary(snap: &Snapshot, node_name: &str) -> Value {
                 "containers": containers,
                 "cpu": cpu(&p.uid, t, p.cpu_ns, rates),
                 "memory": memory(t, p.memory, false),
+                "network": network(t, &p.network, Some("eth0")),
             })
         })
         .collect();
     // Forget pods that are gone so the map does not grow with churn.
     let live: std::collections::HashSet<&str> = snap.pods.iter().map(|p| p.uid.as_str()).collect();
     rates.retain(|k, _| k == "node" || live.contains(k.split('/').next().unwrap_or("")));
+    let default_route = super::network::default_route_interface();
     json!({
         "node": {
             "nodeName": node_name,
             "cpu": cpu("node", t, snap.node_cpu_ns, rates),
             "memory": memory(t, snap.node_memory, true),
+            "network": network(t, &snap.node_network, default_route.as_deref()),
         },
         "pods": pods,
     })
@@ -106,36 +132,27 @@ pub fn summary(snap: &Snapshot, node_name: &str) -> Value {
 /// Name, help and type of a metric family.
 pub(super) type Family<'a> = (&'a str, &'a str, Kind);
 
-/// A family with one sample per container (labels container, namespace, pod).
+/// A family with one sample per container (labels container, namespace, pod), written
+/// straight into `w` (no per-sample allocation).
 pub(super) fn per_container(
     w: &mut Writer,
     snap: &Snapshot,
-    family: Family<'_>,
+    (name, help, kind): Family<'_>,
     value: impl Fn(&ContainerStats) -> Option<f64>,
 ) {
-    let value = &value;
-    let samples = snap.pods.iter().flat_map(|p| {
-        p.containers.iter().filter_map(move |c| {
-            let l = vec![
-                ("container", c.name.as_str()),
-                ("namespace", &p.namespace),
-                ("pod", &p.name),
-            ];
-            value(c).map(|v| (l, v))
-        })
-    });
-    write_family(w, snap, family, samples.collect());
-}
-
-fn write_family(
-    w: &mut Writer,
-    snap: &Snapshot,
-    (name, help, kind): Family<'_>,
-    samples: Vec<(Vec<(&str, &str)>, f64)>,
-) {
+    let ms = Some(snap.time.as_millisecond());
     w.family(name, help, kind);
-    for (l, v) in samples {
-        w.sample(name, &l, v, Some(snap.time.as_millisecond()));
+    for p in &snap.pods {
+        for c in &p.containers {
+            if let Some(v) = value(c) {
+                let labels = [
+                    ("container", c.name.as_str()),
+                    ("namespace", p.namespace.as_str()),
+                    ("pod", p.name.as_str()),
+                ];
+                w.sample(name, &labels, v, ms);
+            }
+        }
     }
 }
 
@@ -195,8 +212,6 @@ pub fn resource_text(snap: &Snapshot) -> String {
             ms,
         );
     }
-    let pod_labels =
-        |p: &'_ super::PodStats| vec![("namespace", p.namespace.clone()), ("pod", p.name.clone())];
     for (name, help, kind, pick) in [
         (
             "pod_cpu_usage_seconds_total",
@@ -219,8 +234,10 @@ pub fn resource_text(snap: &Snapshot) -> String {
                 p.memory.map(|m| m.working_set as f64)
             };
             if let Some(v) = v {
-                let l = pod_labels(p);
-                let l: Vec<(&str, &str)> = l.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                let l = [
+                    ("namespace", p.namespace.as_str()),
+                    ("pod", p.name.as_str()),
+                ];
                 w.sample(name, &l, v, ms);
             }
         }
