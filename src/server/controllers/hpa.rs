@@ -354,9 +354,12 @@ impl Controller {
             self.events.normal(hpa, "SuccessfulRescale", &msg).await;
             tracing::info!(hpa = %key, target = %reference, from = current, to = desired, "{msg}");
             let behavior = normalize::behavior_of(spec);
-            if let Some(h) = self.history().get_mut(key) {
-                h.record_scale(behavior.as_ref(), current, desired, now_ms);
-            }
+            self.history().entry(key.clone()).or_default().record_scale(
+                behavior.as_ref(),
+                current,
+                desired,
+                now_ms,
+            );
             status["lastScaleTime"] = json!(now_s);
             desired
         } else {
