@@ -277,7 +277,16 @@ impl Controller {
                 Ok(v) => v,
                 Err(msg) => {
                     status["currentReplicas"] = json!(current);
-                    status["currentMetrics"] = json!(metric_statuses);
+                    // A failure before any metric was read leaves no statuses
+                    // (upstream omits the field then).
+                    match metric_statuses.as_ref().filter(|s| !s.is_empty()) {
+                        Some(s) => status["currentMetrics"] = json!(s),
+                        None => {
+                            if let Some(m) = status.as_object_mut() {
+                                m.remove("currentMetrics");
+                            }
+                        }
+                    }
                     tracing::debug!(hpa = %key, error = %msg, "failed to compute desired number of replicas based on listed metrics for {reference}");
                     self.write_status(hpa, status.clone()).await;
                     self.events
