@@ -205,6 +205,7 @@ pub async fn run_until(
     let leading = {
         let (informers, stop) = (informers.clone(), shutdown.clone());
         let (root_ca, tls_dir) = (pki.server_ca_pem.clone(), server_dir.join("tls"));
+        let resource_metrics = resource_metrics.clone();
         informer::leader::run_while_leader(leader, shutdown.clone(), move || {
             vec![
                 tokio::spawn(scheduler::run(informers.clone(), stop.clone())),
@@ -234,6 +235,11 @@ pub async fn run_until(
                     stop.clone(),
                 )),
                 tokio::spawn(controllers::job::run(informers.clone(), stop.clone())),
+                tokio::spawn(controllers::hpa::run(
+                    informers.clone(),
+                    resource_metrics.clone(),
+                    stop.clone(),
+                )),
                 tokio::spawn(controllers::cronjob::run(informers.clone(), stop.clone())),
                 tokio::spawn(controllers::daemonset::run(informers.clone(), stop.clone())),
                 tokio::spawn(controllers::statefulset::run(
