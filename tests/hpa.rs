@@ -3,8 +3,9 @@
 //! "burn" scales from 1 to at least 2 under an HPA targeting 50% of the CPU request,
 //! and back to 1 once the file says "idle". `kubectl get hpa` shows the targets as
 //! upstream (`cpu: 12%/50%`) and `kubectl describe hpa` the SuccessfulRescale events.
-//! `kubectl autoscale` works with every kubectl under test from 1.33 on (older ones post
-//! autoscaling/v1, not served yet). Needs root and containerd.
+//! `kubectl autoscale` works with every kubectl under test (up to 1.32 it creates the
+//! HPA through autoscaling/v1, served by conversion; from 1.33 through autoscaling/v2),
+//! and the v1 view of an HPA carries its CPU target. Needs root and containerd.
 
 mod common;
 #[path = "common/images.rs"]
@@ -208,14 +209,6 @@ fn hpa_scales_a_cpu_bound_deployment_up_and_back_down() {
     )
     .ok();
     for (i, bin) in kubectls().iter().enumerate() {
-        // kubectl up to 1.32 creates the HPA through autoscaling/v1, which k3rs does not
-        // serve yet (it needs v1<->v2 conversion in the API pipeline); 1.33+ uses v2.
-        if common::kubectl_minor(bin) < 33 {
-            eprintln!(
-                "hpa: not checking `{bin} autoscale`: it posts autoscaling/v1, which is not served"
-            );
-            continue;
-        }
         let name = format!("other-{i}");
         let r = s.kubectl_with(
             bin,
@@ -240,6 +233,29 @@ fn hpa_scales_a_cpu_bound_deployment_up_and_back_down() {
             r.stdout,
             r.stderr
         );
+        // Both versions show the same object.
+        let v1 = s.kubectl_with(
+            bin,
+            &[
+                "get",
+                &format!("horizontalpodautoscalers.v1.autoscaling/{name}"),
+                "-o",
+                "jsonpath={.apiVersion} {.spec.targetCPUUtilizationPercentage} {.spec.maxReplicas}",
+            ],
+            None,
+        );
+        assert_eq!(v1.stdout, "autoscaling/v1 50 3", "{bin}: {}", v1.stderr);
+        let v2 = s.kubectl_with(
+            bin,
+            &[
+                "get",
+                &format!("horizontalpodautoscalers.v2.autoscaling/{name}"),
+                "-o",
+                "jsonpath={.spec.metrics[0].resource.target.averageUtilization}",
+            ],
+            None,
+        );
+        assert_eq!(v2.stdout, "50", "{bin}: {}", v2.stderr);
         let row = s.kubectl_with(bin, &["get", "hpa", &name, "--no-headers"], None);
         assert!(
             row.code == 0 && row.stdout.contains("Deployment/other") && row.stdout.contains("/50%"),
@@ -248,4 +264,20 @@ fn hpa_scales_a_cpu_bound_deployment_up_and_back_down() {
             row.stderr
         );
     }
+    // A merge patch through v1 changes the stored v2 object; v2-only fields survive.
+    s.kubectl(&[
+        "patch",
+        "horizontalpodautoscalers.v1.autoscaling/other-0",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"targetCPUUtilizationPercentage":70}}"#,
+    ])
+    .ok();
+    let v2 = s.kubectl(&[
+        "get",
+        "horizontalpodautoscalers.v2.autoscaling/other-0",
+        "-o",
+        "jsonpath={.spec.metrics[0].resource.target.averageUtilization}",
+    ]);
+    assert_eq!(v2.stdout, "70", "{}", v2.stderr);
 }

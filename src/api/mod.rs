@@ -3,6 +3,7 @@
 //! Nothing in here does I/O.
 
 pub mod apply;
+pub mod convert;
 pub mod defaults;
 pub mod meta;
 pub mod patch;

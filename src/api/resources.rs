@@ -83,6 +83,9 @@ pub struct Resource {
     pub on_update: fn(&mut serde_json::Value, &serde_json::Value),
     /// Checks that the JSON decodes as the typed kind (field types), like upstream's decoder.
     pub typed: fn(&serde_json::Value) -> Result<(), String>,
+    /// Served by converting to and from another version of the same resource, which is
+    /// the one stored (and the one the server's own code uses); see `api::convert`.
+    pub conversion: Option<&'static super::convert::Conversion>,
 }
 
 impl Resource {
@@ -208,6 +211,7 @@ const fn res(
         on_update: |_, _| {},
         ephemeral: false,
         generation: false,
+        conversion: None,
     }
 }
 
@@ -689,6 +693,24 @@ pub static RESOURCES: &[Resource] = &[
             true,
         )
     },
+    // autoscaling/v1: the v2 objects, converted (kubectl up to 1.32 creates HPAs here)
+    Resource {
+        short_names: &["hpa"],
+        categories: ALL,
+        subresources: &[status("autoscaling", "v1", "HorizontalPodAutoscaler")],
+        status: StatusPolicy::Split,
+        generation: true,
+        typed: typed::<k8s_openapi::api::autoscaling::v1::HorizontalPodAutoscaler>,
+        conversion: Some(&super::convert::HPA_V1),
+        ..res(
+            "autoscaling",
+            "v1",
+            "HorizontalPodAutoscaler",
+            "horizontalpodautoscalers",
+            "horizontalpodautoscaler",
+            true,
+        )
+    },
     // coordination.k8s.io/v1
     Resource {
         typed: typed::<k8s_openapi::api::coordination::v1::Lease>,
@@ -846,6 +868,14 @@ pub static RESOURCES: &[Resource] = &[
         )
     },
 ];
+
+/// The entry objects of `res` are stored under: `res` itself, or for a version served by
+/// conversion, the stored version's entry.
+pub fn stored(res: &'static Resource) -> &'static Resource {
+    res.conversion
+        .and_then(|c| find(res.group, c.stored_version, res.plural))
+        .unwrap_or(res)
+}
 
 /// Finds a resource by group, version and plural name.
 pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resource> {

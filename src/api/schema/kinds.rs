@@ -75,6 +75,7 @@ pub(super) static KINDS: &[KindType] = &[
     entry::<batch::CronJob>(),
     entry::<certificates::CertificateSigningRequest>(),
     entry::<autoscaling_v2::HorizontalPodAutoscaler>(),
+    entry::<autoscaling_v1::HorizontalPodAutoscaler>(),
     entry::<autoscaling_v1::Scale>(),
     entry::<coordination::Lease>(),
     entry::<discovery::EndpointSlice>(),

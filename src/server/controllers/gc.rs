@@ -121,7 +121,10 @@ pub async fn run(registry: Registry, mut shutdown: watch::Receiver<bool>) {
         let rev = registry.store().current_revision();
         let mut todo: BTreeSet<String> = BTreeSet::new();
         let mut graph = Graph::default();
-        for r in resources::RESOURCES.iter().filter(|r| !r.ephemeral) {
+        for r in resources::RESOURCES
+            .iter()
+            .filter(|r| !r.ephemeral && r.conversion.is_none())
+        {
             let Ok(page) = registry.list(r, "", &ListOptions::default()).await else {
                 continue;
             };

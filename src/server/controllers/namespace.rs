@@ -180,7 +180,10 @@ async fn finalize(registry: &Registry, ns: &Value) -> Result<bool, crate::api::A
     let name = meta::name(ns);
     let opts = DeleteOptions::default();
     let mut left = Remaining::default();
-    for res in resources::RESOURCES.iter().filter(|r| r.namespaced) {
+    for res in resources::RESOURCES
+        .iter()
+        .filter(|r| r.namespaced && r.conversion.is_none())
+    {
         registry
             .delete_collection(res, name, &ListOptions::default(), &opts)
             .await?;

@@ -117,8 +117,20 @@ async fn handle_inner(
     body: Incoming,
     write: &WriteOptions,
 ) -> Result<Resp, ApiError> {
-    let res = resources::find(&info.group, &info.version, &info.resource)
+    let served = resources::find(&info.group, &info.version, &info.resource)
         .ok_or_else(ApiError::no_route)?;
+    // A version served by conversion works on the stored version's entry; bodies are
+    // converted on the way in (`stored`) and answers on the way out (`out`).
+    let res = resources::stored(served);
+    let conv = served.conversion;
+    let stored = |v: Value| match conv {
+        Some(c) => (c.to_stored)(v),
+        None => v,
+    };
+    let out = |v: Value| match conv {
+        Some(c) if v["kind"] == served.kind => (c.from_stored)(v),
+        _ => v,
+    };
     if !res.namespaced && !info.namespace.is_empty() {
         return Err(ApiError::no_route());
     }
@@ -150,7 +162,7 @@ async fn handle_inner(
         return match (sub.name, info.verb) {
             ("status", "get") => Ok(encode_value(
                 StatusCode::OK,
-                &reg.get(res, ns, &info.name).await?.value()?,
+                &out(reg.get(res, ns, &info.name).await?.value()?),
                 enc,
             )),
             ("status", "update") => {
@@ -160,8 +172,9 @@ async fn handle_inner(
                 )?;
                 Ok(encode_value(
                     StatusCode::OK,
-                    &reg.update(res, ns, &info.name, obj, Target::Status, &write)
-                        .await?,
+                    &out(reg
+                        .update(res, ns, &info.name, stored(obj), Target::Status, &write)
+                        .await?),
                     enc,
                 ))
             }
@@ -171,12 +184,27 @@ async fn handle_inner(
                     &body::read_body(body, declared_len).await?,
                     patch_body_type(ptype, &content_type),
                 )?;
-                Ok(encode_value(
-                    StatusCode::OK,
-                    &reg.patch(res, ns, &info.name, ptype, &patch, Target::Status, &write)
-                        .await?,
-                    enc,
-                ))
+                let patched = match conv {
+                    Some(c) => {
+                        super::convert::patch(
+                            reg,
+                            served,
+                            c,
+                            ns,
+                            &info.name,
+                            ptype,
+                            &patch,
+                            Target::Status,
+                            &write,
+                        )
+                        .await?
+                    }
+                    None => {
+                        reg.patch(res, ns, &info.name, ptype, &patch, Target::Status, &write)
+                            .await?
+                    }
+                };
+                Ok(encode_value(StatusCode::OK, &patched, enc))
             }
             ("scale", verb) => {
                 super::subresources::scale(
@@ -276,15 +304,20 @@ async fn handle_inner(
     match info.verb {
         "get" => {
             let obj = reg.get(res, ns, &info.name).await?;
-            respond_object(res, &obj, enc, query)
+            match conv {
+                Some(_) if !matches!(enc, Encoding::Table(_)) => {
+                    Ok(encode_value(StatusCode::OK, &out(obj.value()?), enc))
+                }
+                _ => respond_object(res, &obj, enc, query),
+            }
         }
         "list" => {
             let opts = list_options(res, query, false)?;
-            list(state, res, ns, &opts, enc, query).await
+            list(state, served, ns, &opts, enc, query).await
         }
         "watch" => {
             let opts = list_options(res, query, true)?;
-            watch::serve(state.clone(), res, ns.to_string(), opts, query, enc).await
+            watch::serve(state.clone(), served, ns.to_string(), opts, query, enc).await
         }
         "create" => {
             let raw = body::read_body(body, declared_len).await?;
@@ -298,20 +331,20 @@ async fn handle_inner(
             }
             let raw_json = (!content_type.contains("yaml") && !content_type.contains("protobuf"))
                 .then_some(&raw[..]);
-            check_fields(res, &obj, raw_json, None, &write)?;
-            let created = reg.create(res, ns, obj, &write).await?;
-            Ok(encode_value(StatusCode::CREATED, &created, enc))
+            check_fields(served, &obj, raw_json, None, &write)?;
+            let created = reg.create(res, ns, stored(obj), &write).await?;
+            Ok(encode_value(StatusCode::CREATED, &out(created), enc))
         }
         "update" => {
             let raw = body::read_body(body, declared_len).await?;
             let obj = body::decode_object(&raw, &content_type)?;
             let raw_json = (!content_type.contains("yaml") && !content_type.contains("protobuf"))
                 .then_some(&raw[..]);
-            check_fields(res, &obj, raw_json, None, &write)?;
+            check_fields(served, &obj, raw_json, None, &write)?;
             let updated = reg
-                .update(res, ns, &info.name, obj, Target::Main, &write)
+                .update(res, ns, &info.name, stored(obj), Target::Main, &write)
                 .await?;
-            Ok(encode_value(StatusCode::OK, &updated, enc))
+            Ok(encode_value(StatusCode::OK, &out(updated), enc))
         }
         "patch" => {
             let ptype = patch_type(&content_type)?;
@@ -319,9 +352,27 @@ async fn handle_inner(
                 &body::read_body(body, declared_len).await?,
                 patch_body_type(ptype, &content_type),
             )?;
-            let (patched, created) = reg
-                .patch_or_create(res, ns, &info.name, ptype, &patch, Target::Main, &write)
-                .await?;
+            let (patched, created) = match conv {
+                Some(c) => (
+                    super::convert::patch(
+                        reg,
+                        served,
+                        c,
+                        ns,
+                        &info.name,
+                        ptype,
+                        &patch,
+                        Target::Main,
+                        &write,
+                    )
+                    .await?,
+                    false,
+                ),
+                None => {
+                    reg.patch_or_create(res, ns, &info.name, ptype, &patch, Target::Main, &write)
+                        .await?
+                }
+            };
             let code = if created {
                 StatusCode::CREATED
             } else {
@@ -332,13 +383,18 @@ async fn handle_inner(
         "delete" => {
             let opts = delete_request(query, &write, body, declared_len, &content_type).await?;
             let d = reg.delete(res, ns, &info.name, &opts).await?;
-            Ok(encode_value(StatusCode::OK, &d.object, enc))
+            Ok(encode_value(StatusCode::OK, &out(d.object), enc))
         }
         "deletecollection" => {
             let opts = delete_request(query, &write, body, declared_len, &content_type).await?;
             let lopts = list_options(res, query, false)?;
-            let deleted = reg.delete_collection(res, ns, &lopts, &opts).await?;
-            let list = json!({"kind": res.list_kind(), "apiVersion": res.api_version(), "metadata": {"resourceVersion": state.registry.store().current_revision().to_string()}, "items": deleted});
+            let deleted: Vec<Value> = reg
+                .delete_collection(res, ns, &lopts, &opts)
+                .await?
+                .into_iter()
+                .map(out)
+                .collect();
+            let list = json!({"kind": served.list_kind(), "apiVersion": served.api_version(), "metadata": {"resourceVersion": state.registry.store().current_revision().to_string()}, "items": deleted});
             Ok(encode_value(StatusCode::OK, &list, enc))
         }
         _ => Err(ApiError::method_not_allowed(info.verb, res.plural)),
@@ -529,7 +585,7 @@ fn respond_object(
 
 async fn list(
     state: &Arc<AppState>,
-    res: &Resource,
+    served: &'static Resource,
     ns: &str,
     opts: &ListOptions,
     enc: Encoding,
@@ -548,8 +604,21 @@ async fn list(
             )],
         ));
     }
+    let res = resources::stored(served);
     let page = state.registry.list(res, ns, opts).await?;
     let rv = page.revision.to_string();
+    if let (Some(c), Encoding::Json | Encoding::Yaml) = (served.conversion, enc) {
+        let items: Result<Vec<Value>, ApiError> = page
+            .items
+            .iter()
+            .map(|i| i.value().map(c.from_stored))
+            .collect();
+        let mut list = json!({"kind": served.list_kind(), "apiVersion": served.api_version(), "metadata": {"resourceVersion": rv}, "items": items?});
+        if let Some(t) = &page.continue_token {
+            list["metadata"]["continue"] = json!(t);
+        }
+        return Ok(encode_value(StatusCode::OK, &list, enc));
+    }
     match enc {
         Encoding::Table(mv) => {
             let include = table::IncludeObject::parse(q.get("includeObject"))

@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod body;
+mod convert;
 pub mod discovery;
 pub mod handlers;
 pub mod openapi;

@@ -32,6 +32,10 @@ struct Stream {
     tx: mpsc::Sender<Bytes>,
     sent_columns: bool,
     last_rev: Revision,
+    /// Stored → served version, for a version served by conversion.
+    convert: Option<fn(Value) -> Value>,
+    /// apiVersion of the served version (bookmarks carry it).
+    api_version: String,
 }
 
 impl Stream {
@@ -71,10 +75,13 @@ impl Stream {
     }
 
     async fn send(&mut self, kind: &str, obj: &StoredObject) -> bool {
-        let needs_value = matches!(self.enc, Encoding::Table(_));
-        let chunk = if needs_value {
+        let table = matches!(self.enc, Encoding::Table(_));
+        let chunk = if table || self.convert.is_some() {
             match obj.value() {
-                Ok(v) => self.encode(kind, None, Some(&v)),
+                Ok(v) => match self.convert {
+                    Some(f) if !table => self.encode(kind, None, Some(&f(v))),
+                    _ => self.encode(kind, None, Some(&v)),
+                },
                 Err(_) => None,
             }
         } else {
@@ -92,7 +99,7 @@ impl Stream {
         if initial_end {
             m["annotations"] = json!({"k8s.io/initial-events-end": "true"});
         }
-        let v = json!({"kind": self.res.kind, "apiVersion": self.res.api_version(), "metadata": m});
+        let v = json!({"kind": self.res.kind, "apiVersion": self.api_version, "metadata": m});
         match self.encode("BOOKMARK", None, Some(&v)) {
             Some(c) => self.tx.send(c).await.is_ok(),
             None => true,
@@ -160,12 +167,13 @@ fn invalid(field: &str, msg: &str) -> ApiError {
 /// Starts a watch and returns the streaming response.
 pub async fn serve(
     state: Arc<AppState>,
-    res: &'static Resource,
+    served: &'static Resource,
     ns: String,
     opts: ListOptions,
     q: &Query,
     enc: Encoding,
 ) -> Result<Resp, ApiError> {
+    let res = crate::api::resources::stored(served);
     let send_initial = match q.get("sendInitialEvents") {
         None | Some("") => None,
         Some("true") | Some("1") => Some(true),
@@ -235,6 +243,8 @@ pub async fn serve(
         tx,
         sent_columns: false,
         last_rev: start,
+        convert: served.conversion.map(|c| c.from_stored),
+        api_version: served.api_version(),
     };
     let mut shutdown = state.shutdown.clone();
     tokio::spawn(async move {
