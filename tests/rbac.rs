@@ -1,9 +1,13 @@
 //! Authentication and authorization against the real server, driven by the real kubectl:
 //! anonymous access, a user bound to `view` in one namespace (through `kubectl --as` and
 //! through a client certificate signed by the cluster's client CA), and a node identity
-//! limited to its own Node, Lease and the secrets its pods use. No agent needed.
+//! limited to its own Node, Lease and the secrets its pods use, and NodeRestriction
+//! admission for node identities. No agent needed, except for the kubelet endpoint's
+//! bearer-token webhook auth (root and containerd; fails loudly without them).
 
 mod common;
+#[path = "common/images.rs"]
+mod images;
 
 use common::{eventually, Server};
 use std::path::PathBuf;
@@ -351,4 +355,79 @@ fn node_identity_is_limited_to_its_own_objects() {
         eventually(10, || node(&["-n", "a", "get", "secret", "used"]).code != 0),
         "n1 still reads the secret after its pod was deleted"
     );
+}
+
+/// A GET on the embedded agent's kubelet endpoint (curl; serving CA not checked).
+fn kubelet_get(s: &Server, path: &str, bearer: Option<&str>) -> (u16, String) {
+    let url = format!("https://127.0.0.1:{}{path}", s.kubelet_port());
+    let mut c = Command::new("curl");
+    c.args(["-sk", "-w", "\n%{http_code}", &url]);
+    if let Some(t) = bearer {
+        c.args(["-H", &format!("Authorization: Bearer {t}")]);
+    }
+    let out = c
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run curl: {e}; install it (apt-get install curl)"));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+const NODE_METRICS_READER: &str = "apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: node-metrics-reader
+rules:
+- apiGroups: [\"\"]
+  resources: [\"nodes/metrics\"]
+  verbs: [\"get\"]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: scraper-reads-node-metrics
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: ClusterRole
+  name: node-metrics-reader
+subjects:
+- kind: ServiceAccount
+  name: scraper
+  namespace: default
+";
+
+#[test]
+fn kubelet_endpoint_authorizes_bearer_tokens_through_the_api_server() {
+    images::require_agent_environment("rbac (kubelet bearer tokens)");
+    let s = Server::start_with_agent(&[], |_| {});
+    for sa in ["scraper", "nobody"] {
+        s.kubectl(&["create", "serviceaccount", sa]).ok();
+    }
+    let m = s.manifest("node-metrics.yaml", NODE_METRICS_READER);
+    s.kubectl(&["apply", "-f", &m]).ok();
+    let token = |sa: &str| s.kubectl(&["create", "token", sa]).ok().trim().to_string();
+    let scraper = token("scraper");
+    let nobody = token("nobody");
+
+    let (code, body) = kubelet_get(&s, "/metrics/cadvisor", Some(&scraper));
+    assert_eq!(code, 200, "scraper on /metrics/cadvisor: {body}");
+    assert!(body.contains("# TYPE"), "Prometheus text expected: {body}");
+    // nodes/metrics does not open the other subresources.
+    let (code, body) = kubelet_get(&s, "/stats/summary", Some(&scraper));
+    assert_eq!(code, 403, "scraper on /stats/summary: {body}");
+    assert_eq!(
+        body.trim(),
+        "Forbidden (user=system:serviceaccount:default:scraper, verb=get, resource=nodes, subresource=stats)"
+    );
+    let (code, body) = kubelet_get(&s, "/metrics/cadvisor", Some(&nobody));
+    assert_eq!(code, 403, "nobody on /metrics/cadvisor: {body}");
+    assert!(
+        body.contains("user=system:serviceaccount:default:nobody, verb=get, resource=nodes, subresource=metrics"),
+        "{body}"
+    );
+    let (code, body) = kubelet_get(&s, "/metrics/cadvisor", None);
+    assert_eq!(code, 401, "no credentials: {body}");
+    assert_eq!(body.trim(), "Unauthorized");
+    let (code, body) = kubelet_get(&s, "/metrics/cadvisor", Some("not-a-valid-token"));
+    assert_eq!(code, 401, "a bad token: {body}");
 }

@@ -292,6 +292,10 @@ async fn handle_inner(
             if res.plural == "certificatesigningrequests" {
                 crate::server::serviceaccount::csr::prepare_for_create(&mut obj, who)?;
             }
+            if res.kind == "TokenReview" {
+                let answered = super::token_review::answer(&state.authn, obj).await;
+                return Ok(encode_value(StatusCode::CREATED, &answered, enc));
+            }
             if res.ephemeral {
                 let answered = super::reviews::answer(&state.authz, res, who, ns, obj)?;
                 return Ok(encode_value(StatusCode::CREATED, &answered, enc));

@@ -20,7 +20,8 @@ fn strings(v: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn user_info(who: &Identity) -> Value {
+/// The `userInfo` of a review status (also TokenReview's `status.user`).
+pub(super) fn user_info(who: &Identity) -> Value {
     let mut u = json!({"username": who.user, "groups": who.groups});
     if !who.uid.is_empty() {
         u["uid"] = json!(who.uid);
