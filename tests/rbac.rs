@@ -56,9 +56,13 @@ fn user_kubeconfig(s: &Server, cn: &str, orgs: &[&str]) -> String {
 
 /// HTTP status of a GET without a client certificate (curl, server CA not checked).
 fn anonymous_status(s: &Server, path: &str, bearer: Option<&str>) -> (u16, String) {
-    let url = format!("https://127.0.0.1:{}{path}", s.port);
+    curl_get(&format!("https://127.0.0.1:{}{path}", s.port), bearer)
+}
+
+/// Status and body of a GET of `url` with curl (server certificate not checked).
+fn curl_get(url: &str, bearer: Option<&str>) -> (u16, String) {
     let mut c = Command::new("curl");
-    c.args(["-sk", "-w", "\n%{http_code}", &url]);
+    c.args(["-sk", "-w", "\n%{http_code}", url]);
     if let Some(t) = bearer {
         c.args(["-H", &format!("Authorization: Bearer {t}")]);
     }
@@ -359,18 +363,10 @@ fn node_identity_is_limited_to_its_own_objects() {
 
 /// A GET on the embedded agent's kubelet endpoint (curl; serving CA not checked).
 fn kubelet_get(s: &Server, path: &str, bearer: Option<&str>) -> (u16, String) {
-    let url = format!("https://127.0.0.1:{}{path}", s.kubelet_port());
-    let mut c = Command::new("curl");
-    c.args(["-sk", "-w", "\n%{http_code}", &url]);
-    if let Some(t) = bearer {
-        c.args(["-H", &format!("Authorization: Bearer {t}")]);
-    }
-    let out = c
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run curl: {e}; install it (apt-get install curl)"));
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_string())
+    curl_get(
+        &format!("https://127.0.0.1:{}{path}", s.kubelet_port()),
+        bearer,
+    )
 }
 
 const NODE_METRICS_READER: &str = "apiVersion: rbac.authorization.k8s.io/v1

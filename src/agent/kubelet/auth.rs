@@ -22,6 +22,7 @@ use serde_json::{json, Value};
 
 use crate::agent::client::ApiClient;
 use crate::server::http::auth::Identity;
+use crate::server::http::reviews::strings;
 
 /// How long a TokenReview answer is reused.
 const AUTHN_TTL: Duration = Duration::from_secs(120);
@@ -228,15 +229,6 @@ impl Webhook {
 }
 
 fn identity_of(user: &Value) -> Identity {
-    let strings = |v: &Value| -> Vec<String> {
-        v.as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|s| s.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
     Identity {
         user: user["username"].as_str().unwrap_or_default().to_string(),
         groups: strings(&user["groups"]),

@@ -10,7 +10,8 @@ use crate::server::rbac::{Attributes, Authorizer, Decision};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
-fn strings(v: &Value) -> Vec<String> {
+/// The strings of a JSON array (others are skipped; not an array: none).
+pub fn strings(v: &Value) -> Vec<String> {
     v.as_array()
         .map(|a| {
             a.iter()

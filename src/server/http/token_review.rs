@@ -44,21 +44,8 @@ async fn review(authn: &Authenticator, token: &str) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::server::http::auth::{TokenAuthenticator, TokenFuture};
+    use crate::server::http::auth::tests::Fixed;
     use std::sync::Arc;
-
-    struct Fixed;
-    impl TokenAuthenticator for Fixed {
-        fn authenticate<'a>(&'a self, token: &'a str) -> TokenFuture<'a> {
-            Box::pin(async move {
-                match token {
-                    "good" => Ok(Some(Identity::new("sa", &["system:serviceaccounts"]))),
-                    "bad" => Err(crate::api::status::ApiError::unauthorized()),
-                    _ => Ok(None),
-                }
-            })
-        }
-    }
 
     #[tokio::test]
     async fn valid_tokens_name_the_user_and_others_are_unauthenticated() {
