@@ -427,3 +427,128 @@ fn kubelet_endpoint_authorizes_bearer_tokens_through_the_api_server() {
     let (code, body) = kubelet_get(&s, "/metrics/cadvisor", Some("not-a-valid-token"));
     assert_eq!(code, 401, "a bad token: {body}");
 }
+
+const RESTRICTION: &str = r#"
+apiVersion: v1
+kind: Node
+metadata:
+  name: n1
+  labels: {node-restriction.kubernetes.io/pool: gpu}
+---
+apiVersion: v1
+kind: Node
+metadata: {name: n2}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: on-n1, namespace: a}
+spec:
+  nodeName: n1
+  containers: [{name: c, image: busybox}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: on-n2, namespace: a}
+spec:
+  nodeName: n2
+  containers: [{name: c, image: busybox}]
+"#;
+
+fn pod_yaml(name: &str, node: &str, mirror: bool, extra_spec: &str) -> String {
+    let annotations = if mirror {
+        "\n  annotations: {kubernetes.io/config.mirror: static-hash}"
+    } else {
+        ""
+    };
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: a{annotations}\nspec:\n  nodeName: {node}\n  containers: [{{name: c, image: busybox}}]\n{extra_spec}"
+    )
+}
+
+const EVICTION: &str =
+    r#"{"apiVersion":"policy/v1","kind":"Eviction","metadata":{"name":"NAME","namespace":"a"}}"#;
+
+#[test]
+fn node_restriction_admission_limits_what_a_node_writes() {
+    let s = Server::start();
+    s.kubectl(&["create", "namespace", "a"]).ok();
+    let m = s.manifest("restriction.yaml", RESTRICTION);
+    s.kubectl(&["apply", "-f", &m]).ok();
+    let kc = user_kubeconfig(&s, "system:node:n1", &["system:nodes"]);
+    let node = |args: &[&str]| {
+        let mut all = vec!["--kubeconfig", kc.as_str()];
+        all.extend_from_slice(args);
+        s.kubectl(&all)
+    };
+    let node_apply = |name: &str, yaml: &str| {
+        let path = s.manifest(name, yaml);
+        node(&["create", "-f", &path])
+    };
+
+    // Pods: only mirror pods, only bound to itself, referencing nothing secret.
+    let err = node_apply("plain.yaml", &pod_yaml("plain", "n1", false, ""));
+    assert!(
+        err.err().contains(r#"pods "plain" is forbidden: pod does not have "kubernetes.io/config.mirror" annotation, node "n1" can only create mirror pods"#),
+        "{}",
+        err.stderr
+    );
+    let err = node_apply("elsewhere.yaml", &pod_yaml("elsewhere", "n2", true, ""));
+    assert!(
+        err.err()
+            .contains(r#"node "n1" can only create pods with spec.nodeName set to itself"#),
+        "{}",
+        err.stderr
+    );
+    let secret_vol = "  volumes: [{name: s, secret: {secretName: used}}]\n";
+    let err = node_apply("sneaky.yaml", &pod_yaml("sneaky", "n1", true, secret_vol));
+    assert!(
+        err.err()
+            .contains(r#"node "n1" can not create pods that reference secrets"#),
+        "{}",
+        err.stderr
+    );
+    node_apply("mirror.yaml", &pod_yaml("mirror", "n1", true, "")).ok();
+
+    // Its own Node: ordinary labels yes, node-restriction.kubernetes.io/ labels no.
+    node(&["label", "node", "n1", "team=edge"]).ok();
+    for change in [
+        "node-restriction.kubernetes.io/pool=cpu",
+        "node-restriction.kubernetes.io/pool-",
+        "node-restriction.kubernetes.io/zone=z1",
+    ] {
+        let err = node(&["label", "--overwrite", "node", "n1", change]);
+        let msg = err.err();
+        assert!(
+            msg.contains(r#"nodes "n1" is forbidden: node "n1" is not allowed to modify labels: node-restriction.kubernetes.io/"#),
+            "{change}: {msg}"
+        );
+    }
+    let labels = s.kubectl(&["get", "node", "n1", "-o", "jsonpath={.metadata.labels}"]);
+    assert!(labels.ok().contains("gpu"), "{}", labels.stdout);
+    // Other nodes: neither changed, created nor deleted.
+    assert!(node(&["label", "node", "n2", "team=edge"])
+        .err()
+        .contains("forbidden"));
+    let err = node_apply(
+        "n3.yaml",
+        "apiVersion: v1\nkind: Node\nmetadata: {name: n3}\n",
+    );
+    assert!(
+        err.err()
+            .contains(r#"node "n1" is not allowed to modify node "n3""#),
+        "{}",
+        err.stderr
+    );
+    assert!(node(&["delete", "node", "n2"]).err().contains("forbidden"));
+
+    // Evictions: only of pods bound to it.
+    let evict = |pod: &str| {
+        let body = s.manifest(&format!("evict-{pod}.json"), &EVICTION.replace("NAME", pod));
+        let path = format!("/api/v1/namespaces/a/pods/{pod}/eviction");
+        node(&["create", "--raw", &path, "-f", &body])
+    };
+    let err = evict("on-n2");
+    assert!(err.err().contains("forbidden"), "{}", err.stderr);
+    let ok = eventually(10, || evict("on-n1").code == 0);
+    assert!(ok, "n1 cannot evict its own pod: {}", evict("on-n1").stderr);
+}

@@ -98,7 +98,10 @@ pub async fn run_until(
     let encryption = encryption::Encryption::load(&server_dir, cfg.secrets_encryption)
         .context("secrets encryption")?
         .map(|e| {
-            let s = Arc::new(encryption::store::EncryptingStore::new(store_dyn.clone(), e.clone()));
+            let s = Arc::new(encryption::store::EncryptingStore::new(
+                store_dyn.clone(),
+                e.clone(),
+            ));
             (e, s)
         });
     let api_store: Arc<dyn store::Store> = match &encryption {

@@ -83,6 +83,7 @@ pub async fn handle(
                 &headers,
                 header::USER_AGENT,
             ));
+            w.node = crate::server::rbac::node::node_name(&who).map(str::to_string);
             w
         }
         Err(e) => return error_response(&e),
