@@ -241,18 +241,28 @@ spec:
   volumes: [{name: s, secret: {secretName: used}}]
 "#;
 
-#[test]
-fn node_identity_is_limited_to_its_own_objects() {
+/// A server with namespace `a` and `manifest` applied, and a kubeconfig of node n1's
+/// identity (`system:node:n1` in `system:nodes`).
+fn node_n1_cluster(name: &str, manifest: &str) -> (Server, String) {
     let s = Server::start();
     s.kubectl(&["create", "namespace", "a"]).ok();
-    let m = s.manifest("nodes.yaml", NODES);
+    let m = s.manifest(name, manifest);
     s.kubectl(&["apply", "-f", &m]).ok();
     let kc = user_kubeconfig(&s, "system:node:n1", &["system:nodes"]);
-    let node = |args: &[&str]| {
-        let mut all = vec!["--kubeconfig", kc.as_str()];
-        all.extend_from_slice(args);
-        s.kubectl(&all)
-    };
+    (s, kc)
+}
+
+/// kubectl with the given kubeconfig.
+fn as_user(s: &Server, kubeconfig: &str, args: &[&str]) -> common::Run {
+    let mut all = vec!["--kubeconfig", kubeconfig];
+    all.extend_from_slice(args);
+    s.kubectl(&all)
+}
+
+#[test]
+fn node_identity_is_limited_to_its_own_objects() {
+    let (s, kc) = node_n1_cluster("nodes.yaml", NODES);
+    let node = |args: &[&str]| as_user(&s, &kc, args);
     let status = r#"{"status":{"capacity":{"cpu":"2"}}}"#;
     node(&[
         "patch",
@@ -470,16 +480,8 @@ const EVICTION: &str =
 
 #[test]
 fn node_restriction_admission_limits_what_a_node_writes() {
-    let s = Server::start();
-    s.kubectl(&["create", "namespace", "a"]).ok();
-    let m = s.manifest("restriction.yaml", RESTRICTION);
-    s.kubectl(&["apply", "-f", &m]).ok();
-    let kc = user_kubeconfig(&s, "system:node:n1", &["system:nodes"]);
-    let node = |args: &[&str]| {
-        let mut all = vec!["--kubeconfig", kc.as_str()];
-        all.extend_from_slice(args);
-        s.kubectl(&all)
-    };
+    let (s, kc) = node_n1_cluster("restriction.yaml", RESTRICTION);
+    let node = |args: &[&str]| as_user(&s, &kc, args);
     let node_apply = |name: &str, yaml: &str| {
         let path = s.manifest(name, yaml);
         node(&["create", "-f", &path])
