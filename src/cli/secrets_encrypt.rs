@@ -1,6 +1,9 @@
 //! `k3rs secrets-encrypt status|enable|disable|rotate-keys|reencrypt` (k3s's subcommands and
-//! wording): asks the local server's `/v1-k3rs/encrypt/*` with the admin kubeconfig and
-//! prints k3s's status fields. The server applies every change at once (no restart needed).
+//! wording): asks the server's `/v1-k3rs/encrypt/*` and prints k3s's status fields. Like
+//! k3s, it talks to `--server` (default https://127.0.0.1:6443) with the server token
+//! (`--token`, else `<data-dir>/server/token`), checking the server's CA against the token;
+//! with `--kubeconfig` it uses that admin kubeconfig instead. The server applies every
+//! change at once (no restart needed).
 
 use std::path::PathBuf;
 
@@ -15,9 +18,69 @@ use crate::server::encryption::Status;
 pub struct SecretsEncryptArgs {
     #[command(subcommand)]
     action: Action,
-    /// Admin kubeconfig for the server (default: the one the server writes)
+    /// Admin kubeconfig to use instead of the server token
     #[arg(long, global = true, env = "K3RS_KUBECONFIG", value_name = "FILE")]
     kubeconfig: Option<PathBuf>,
+    /// Folder holding the server's state (its token is read from here)
+    #[arg(long, short = 'd', global = true, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Server to connect to
+    #[arg(
+        long,
+        short = 's',
+        global = true,
+        env = "K3RS_URL",
+        default_value = "https://127.0.0.1:6443",
+        value_name = "URL"
+    )]
+    server: String,
+    /// Token to use for authentication (default: the server's token file)
+    #[arg(
+        long,
+        short = 't',
+        global = true,
+        env = "K3RS_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    token: Option<String>,
+}
+
+/// How the CLI reaches the server.
+enum Conn {
+    Admin(ApiClient),
+    Token { server: String, token: String },
+}
+
+fn connect(args: &SecretsEncryptArgs) -> anyhow::Result<Conn> {
+    if args.kubeconfig.is_none() {
+        let token = match &args.token {
+            Some(t) => Some(t.trim().to_string()),
+            None => {
+                let dir = args
+                    .data_dir
+                    .clone()
+                    .unwrap_or_else(super::default_data_dir);
+                std::fs::read_to_string(
+                    dir.join("server")
+                        .join(crate::server::bootstrap::TOKEN_FILE),
+                )
+                .ok()
+                .map(|t| t.trim().to_string())
+            }
+        };
+        if let Some(token) = token.filter(|t| !t.is_empty()) {
+            return Ok(Conn::Token {
+                server: args.server.clone(),
+                token,
+            });
+        }
+    }
+    let kc = super::admin_kubeconfig(args.kubeconfig.as_deref())?;
+    Ok(Conn::Admin(ApiClient::new(
+        kc,
+        &format!("k3rs-secrets-encrypt/{}", crate::version::git_version()),
+    )?))
 }
 
 #[derive(clap::Subcommand, Debug, Clone, Copy)]
@@ -36,11 +99,7 @@ enum Action {
 
 /// Runs `k3rs secrets-encrypt ...`.
 pub async fn run(args: SecretsEncryptArgs) -> anyhow::Result<()> {
-    let kc = super::admin_kubeconfig(args.kubeconfig.as_deref())?;
-    let api = ApiClient::new(
-        kc,
-        &format!("k3rs-secrets-encrypt/{}", crate::version::git_version()),
-    )?;
+    let api = connect(&args)?;
     let action = match args.action {
         Action::Status => {
             let v = call(&api, Method::GET, "status", None).await?;
@@ -67,19 +126,23 @@ pub async fn run(args: SecretsEncryptArgs) -> anyhow::Result<()> {
 }
 
 async fn call(
-    api: &ApiClient,
+    conn: &Conn,
     method: Method,
     what: &str,
     body: Option<Value>,
 ) -> anyhow::Result<Value> {
-    super::bootstrap_call(
-        api,
-        method,
-        &format!("encrypt/{what}"),
-        body,
-        "secrets-encrypt",
-    )
-    .await
+    let what = format!("encrypt/{what}");
+    match conn {
+        Conn::Admin(api) => {
+            super::bootstrap_call(api, method, &what, body, "secrets-encrypt").await
+        }
+        Conn::Token { server, token } => {
+            let body = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
+            let bytes =
+                crate::agent::join::token_request(server, token, method, &what, body).await?;
+            Ok(serde_json::from_slice(&bytes)?)
+        }
+    }
 }
 
 /// k3s's `secrets-encrypt status` text.
