@@ -54,6 +54,8 @@ pub struct ServerConfig {
     pub node_name: String,
     /// Run the control plane without a local agent.
     pub disable_agent: bool,
+    /// `--secrets-encryption`: store Secrets encrypted (aescbc) at rest.
+    pub secrets_encryption: bool,
     /// Settings of the agent this server runs for its own node.
     pub agent: AgentSettings,
     /// Where to write the admin kubeconfig.
@@ -144,6 +146,8 @@ pub enum Command {
     CheckConfig,
     /// `k3rs token ...`.
     Token(crate::cli::token::TokenArgs),
+    /// `k3rs secrets-encrypt ...`.
+    SecretsEncrypt(crate::cli::secrets_encrypt::SecretsEncryptArgs),
     /// `k3rs certificate ...`.
     Certificate(crate::cli::certificate::CertificateArgs),
     /// `k3rs kubectl ARGS...`: the kubectl on PATH, with the cluster's kubeconfig.
@@ -276,6 +280,8 @@ enum Sub {
     Agent(AgentArgs),
     /// Manage bootstrap tokens
     Token(crate::cli::token::TokenArgs),
+    /// Control secrets encryption and keys rotation
+    SecretsEncrypt(crate::cli::secrets_encrypt::SecretsEncryptArgs),
     /// Manage certificates
     Certificate(crate::cli::certificate::CertificateArgs),
     /// Check the host for the kernel features and programs k3rs needs
@@ -405,6 +411,10 @@ struct ServerArgs {
     #[arg(long, env = "K3RS_DISABLE_AGENT", num_args = 0..=1, require_equals = true,
           default_missing_value = "true", value_name = "BOOL")]
     disable_agent: Option<String>,
+    /// Enable secret encryption at rest
+    #[arg(long, env = "K3RS_SECRETS_ENCRYPTION", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_name = "BOOL")]
+    secrets_encryption: Option<String>,
     #[command(flatten)]
     node: NodeArgs,
     /// Write kubeconfig for admin client to this file (default: /etc/k3rs/k3rs.yaml, or
@@ -508,6 +518,7 @@ pub fn parse_with(mut args: Vec<OsString>, host: &Host) -> Result<Command, Confi
             return resolve_agent(a, host).map(Command::Agent);
         }
         Sub::Token(a) => return Ok(Command::Token(a)),
+        Sub::SecretsEncrypt(a) => return Ok(Command::SecretsEncrypt(a)),
         Sub::Certificate(a) => return Ok(Command::Certificate(a)),
         Sub::CheckConfig => return Ok(Command::CheckConfig),
         Sub::Kubectl(a) => return Ok(Command::Kubectl(a.args)),
@@ -577,7 +588,7 @@ fn validate(flag: &str, value: &str) -> Result<(), String> {
         "node-label" => parse_label(value).map(drop),
         "kubelet-port" => parse_port(value).map(drop),
         "write-kubeconfig-mode" => parse_mode(value).map(drop),
-        "debug" | "disable-agent" => parse_bool(value).map(drop),
+        "debug" | "disable-agent" | "secrets-encryption" => parse_bool(value).map(drop),
         "node-monitor-grace-period" => parse_go_duration(value).map(drop),
         "default-not-ready-toleration-seconds" | "default-unreachable-toleration-seconds" => {
             parse_seconds(value).map(drop)
@@ -664,6 +675,10 @@ fn resolve_server(
         Some(v) => check("disable-agent", &v, parse_bool)?,
         None => false,
     };
+    let secrets_encryption = match nonempty(a.secrets_encryption) {
+        Some(v) => check("secrets-encryption", &v, parse_bool)?,
+        None => false,
+    };
     let agent = crate::config::AgentSettings {
         flannel_backend: check(
             "flannel-backend",
@@ -727,6 +742,7 @@ fn resolve_server(
         agent_token,
         node_name,
         disable_agent,
+        secrets_encryption,
         agent,
         write_kubeconfig,
         write_kubeconfig_mode,

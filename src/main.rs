@@ -30,6 +30,10 @@ fn main() -> ExitCode {
             init_tracing(tracing::Level::WARN);
             block_on(k3rs::cli::token::run(args))
         }
+        Command::SecretsEncrypt(args) => {
+            init_tracing(tracing::Level::WARN);
+            block_on(k3rs::cli::secrets_encrypt::run(args))
+        }
         Command::Certificate(args) => match k3rs::cli::certificate::run(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(&e),

@@ -1,9 +1,13 @@
 //! Authentication and authorization against the real server, driven by the real kubectl:
 //! anonymous access, a user bound to `view` in one namespace (through `kubectl --as` and
 //! through a client certificate signed by the cluster's client CA), and a node identity
-//! limited to its own Node, Lease and the secrets its pods use. No agent needed.
+//! limited to its own Node, Lease and the secrets its pods use, and NodeRestriction
+//! admission for node identities. No agent needed, except for the kubelet endpoint's
+//! bearer-token webhook auth (root and containerd; fails loudly without them).
 
 mod common;
+#[path = "common/images.rs"]
+mod images;
 
 use common::{eventually, Server};
 use std::path::PathBuf;
@@ -52,9 +56,13 @@ fn user_kubeconfig(s: &Server, cn: &str, orgs: &[&str]) -> String {
 
 /// HTTP status of a GET without a client certificate (curl, server CA not checked).
 fn anonymous_status(s: &Server, path: &str, bearer: Option<&str>) -> (u16, String) {
-    let url = format!("https://127.0.0.1:{}{path}", s.port);
+    curl_get(&format!("https://127.0.0.1:{}{path}", s.port), bearer)
+}
+
+/// Status and body of a GET of `url` with curl (server certificate not checked).
+fn curl_get(url: &str, bearer: Option<&str>) -> (u16, String) {
     let mut c = Command::new("curl");
-    c.args(["-sk", "-w", "\n%{http_code}", &url]);
+    c.args(["-sk", "-w", "\n%{http_code}", url]);
     if let Some(t) = bearer {
         c.args(["-H", &format!("Authorization: Bearer {t}")]);
     }
@@ -233,18 +241,28 @@ spec:
   volumes: [{name: s, secret: {secretName: used}}]
 "#;
 
-#[test]
-fn node_identity_is_limited_to_its_own_objects() {
+/// A server with namespace `a` and `manifest` applied, and a kubeconfig of node n1's
+/// identity (`system:node:n1` in `system:nodes`).
+fn node_n1_cluster(name: &str, manifest: &str) -> (Server, String) {
     let s = Server::start();
     s.kubectl(&["create", "namespace", "a"]).ok();
-    let m = s.manifest("nodes.yaml", NODES);
+    let m = s.manifest(name, manifest);
     s.kubectl(&["apply", "-f", &m]).ok();
     let kc = user_kubeconfig(&s, "system:node:n1", &["system:nodes"]);
-    let node = |args: &[&str]| {
-        let mut all = vec!["--kubeconfig", kc.as_str()];
-        all.extend_from_slice(args);
-        s.kubectl(&all)
-    };
+    (s, kc)
+}
+
+/// kubectl with the given kubeconfig.
+fn as_user(s: &Server, kubeconfig: &str, args: &[&str]) -> common::Run {
+    let mut all = vec!["--kubeconfig", kubeconfig];
+    all.extend_from_slice(args);
+    s.kubectl(&all)
+}
+
+#[test]
+fn node_identity_is_limited_to_its_own_objects() {
+    let (s, kc) = node_n1_cluster("nodes.yaml", NODES);
+    let node = |args: &[&str]| as_user(&s, &kc, args);
     let status = r#"{"status":{"capacity":{"cpu":"2"}}}"#;
     node(&[
         "patch",
@@ -351,4 +369,188 @@ fn node_identity_is_limited_to_its_own_objects() {
         eventually(10, || node(&["-n", "a", "get", "secret", "used"]).code != 0),
         "n1 still reads the secret after its pod was deleted"
     );
+}
+
+/// A GET on the embedded agent's kubelet endpoint (curl; serving CA not checked).
+fn kubelet_get(s: &Server, path: &str, bearer: Option<&str>) -> (u16, String) {
+    curl_get(
+        &format!("https://127.0.0.1:{}{path}", s.kubelet_port()),
+        bearer,
+    )
+}
+
+const NODE_METRICS_READER: &str = "apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: node-metrics-reader
+rules:
+- apiGroups: [\"\"]
+  resources: [\"nodes/metrics\"]
+  verbs: [\"get\"]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: scraper-reads-node-metrics
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: ClusterRole
+  name: node-metrics-reader
+subjects:
+- kind: ServiceAccount
+  name: scraper
+  namespace: default
+";
+
+#[test]
+fn kubelet_endpoint_authorizes_bearer_tokens_through_the_api_server() {
+    images::require_agent_environment("rbac (kubelet bearer tokens)");
+    let s = Server::start_with_agent(&[], |_| {});
+    for sa in ["scraper", "nobody"] {
+        s.kubectl(&["create", "serviceaccount", sa]).ok();
+    }
+    let m = s.manifest("node-metrics.yaml", NODE_METRICS_READER);
+    s.kubectl(&["apply", "-f", &m]).ok();
+    let token = |sa: &str| s.kubectl(&["create", "token", sa]).ok().trim().to_string();
+    let scraper = token("scraper");
+    let nobody = token("nobody");
+
+    let (code, body) = kubelet_get(&s, "/metrics/cadvisor", Some(&scraper));
+    assert_eq!(code, 200, "scraper on /metrics/cadvisor: {body}");
+    assert!(body.contains("# TYPE"), "Prometheus text expected: {body}");
+    // nodes/metrics does not open the other subresources.
+    let (code, body) = kubelet_get(&s, "/stats/summary", Some(&scraper));
+    assert_eq!(code, 403, "scraper on /stats/summary: {body}");
+    assert_eq!(
+        body.trim(),
+        "Forbidden (user=system:serviceaccount:default:scraper, verb=get, resource=nodes, subresource=stats)"
+    );
+    let (code, body) = kubelet_get(&s, "/metrics/cadvisor", Some(&nobody));
+    assert_eq!(code, 403, "nobody on /metrics/cadvisor: {body}");
+    assert!(
+        body.contains("user=system:serviceaccount:default:nobody, verb=get, resource=nodes, subresource=metrics"),
+        "{body}"
+    );
+    let (code, body) = kubelet_get(&s, "/metrics/cadvisor", None);
+    assert_eq!(code, 401, "no credentials: {body}");
+    assert_eq!(body.trim(), "Unauthorized");
+    let (code, body) = kubelet_get(&s, "/metrics/cadvisor", Some("not-a-valid-token"));
+    assert_eq!(code, 401, "a bad token: {body}");
+}
+
+const RESTRICTION: &str = r#"
+apiVersion: v1
+kind: Node
+metadata:
+  name: n1
+  labels: {node-restriction.kubernetes.io/pool: gpu}
+---
+apiVersion: v1
+kind: Node
+metadata: {name: n2}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: on-n1, namespace: a}
+spec:
+  nodeName: n1
+  containers: [{name: c, image: busybox}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: on-n2, namespace: a}
+spec:
+  nodeName: n2
+  containers: [{name: c, image: busybox}]
+"#;
+
+fn pod_yaml(name: &str, node: &str, mirror: bool, extra_spec: &str) -> String {
+    let annotations = if mirror {
+        "\n  annotations: {kubernetes.io/config.mirror: static-hash}"
+    } else {
+        ""
+    };
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: a{annotations}\nspec:\n  nodeName: {node}\n  containers: [{{name: c, image: busybox}}]\n{extra_spec}"
+    )
+}
+
+const EVICTION: &str =
+    r#"{"apiVersion":"policy/v1","kind":"Eviction","metadata":{"name":"NAME","namespace":"a"}}"#;
+
+#[test]
+fn node_restriction_admission_limits_what_a_node_writes() {
+    let (s, kc) = node_n1_cluster("restriction.yaml", RESTRICTION);
+    let node = |args: &[&str]| as_user(&s, &kc, args);
+    let node_apply = |name: &str, yaml: &str| {
+        let path = s.manifest(name, yaml);
+        node(&["create", "-f", &path])
+    };
+
+    // Pods: only mirror pods, only bound to itself, referencing nothing secret.
+    let err = node_apply("plain.yaml", &pod_yaml("plain", "n1", false, ""));
+    assert!(
+        err.err().contains(r#"pods "plain" is forbidden: pod does not have "kubernetes.io/config.mirror" annotation, node "n1" can only create mirror pods"#),
+        "{}",
+        err.stderr
+    );
+    let err = node_apply("elsewhere.yaml", &pod_yaml("elsewhere", "n2", true, ""));
+    assert!(
+        err.err()
+            .contains(r#"node "n1" can only create pods with spec.nodeName set to itself"#),
+        "{}",
+        err.stderr
+    );
+    let secret_vol = "  volumes: [{name: s, secret: {secretName: used}}]\n";
+    let err = node_apply("sneaky.yaml", &pod_yaml("sneaky", "n1", true, secret_vol));
+    assert!(
+        err.err()
+            .contains(r#"node "n1" can not create pods that reference secrets"#),
+        "{}",
+        err.stderr
+    );
+    node_apply("mirror.yaml", &pod_yaml("mirror", "n1", true, "")).ok();
+
+    // Its own Node: ordinary labels yes, node-restriction.kubernetes.io/ labels no.
+    node(&["label", "node", "n1", "team=edge"]).ok();
+    for change in [
+        "node-restriction.kubernetes.io/pool=cpu",
+        "node-restriction.kubernetes.io/pool-",
+        "node-restriction.kubernetes.io/zone=z1",
+    ] {
+        let err = node(&["label", "--overwrite", "node", "n1", change]);
+        let msg = err.err();
+        assert!(
+            msg.contains(r#"nodes "n1" is forbidden: node "n1" is not allowed to modify labels: node-restriction.kubernetes.io/"#),
+            "{change}: {msg}"
+        );
+    }
+    let labels = s.kubectl(&["get", "node", "n1", "-o", "jsonpath={.metadata.labels}"]);
+    assert!(labels.ok().contains("gpu"), "{}", labels.stdout);
+    // Other nodes: neither changed, created nor deleted.
+    assert!(node(&["label", "node", "n2", "team=edge"])
+        .err()
+        .contains("forbidden"));
+    let err = node_apply(
+        "n3.yaml",
+        "apiVersion: v1\nkind: Node\nmetadata: {name: n3}\n",
+    );
+    assert!(
+        err.err()
+            .contains(r#"node "n1" is not allowed to modify node "n3""#),
+        "{}",
+        err.stderr
+    );
+    assert!(node(&["delete", "node", "n2"]).err().contains("forbidden"));
+
+    // Evictions: only of pods bound to it.
+    let evict = |pod: &str| {
+        let body = s.manifest(&format!("evict-{pod}.json"), &EVICTION.replace("NAME", pod));
+        let path = format!("/api/v1/namespaces/a/pods/{pod}/eviction");
+        node(&["create", "--raw", &path, "-f", &body])
+    };
+    let err = evict("on-n2");
+    assert!(err.err().contains("forbidden"), "{}", err.stderr);
+    let ok = eventually(10, || evict("on-n1").code == 0);
+    assert!(ok, "n1 cannot evict its own pod: {}", evict("on-n1").stderr);
 }

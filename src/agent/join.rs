@@ -268,6 +268,33 @@ pub async fn ensure_joined(opts: &JoinOptions) -> Result<Joined, JoinError> {
     })
 }
 
+/// One request to `/v1-k3rs/<what>` of the server `token` belongs to, like k3s's CLI
+/// talking to its supervisor: the CA is verified against the token first, then the request
+/// is authenticated with it. Returns the answer's body (errors say what the server said).
+pub async fn token_request(
+    server: &str,
+    token: &str,
+    method: Method,
+    what: &str,
+    body: Vec<u8>,
+) -> Result<bytes::Bytes, JoinError> {
+    let server = ServerUrl::parse(server).map_err(JoinError::Invalid)?;
+    let token = parse_join_token(token).map_err(|e| JoinError::Invalid(e.to_string()))?;
+    let ca = verify_ca(&server, &token).await?;
+    let auth = Auth::Token(token.credential.clone());
+    let session = Session {
+        server: &server,
+        ca_pem: ca.as_bytes(),
+        auth: &auth,
+    };
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    session.send(method, what, &headers, body).await
+}
+
 /// The credentials of the bootstrap requests.
 enum Auth {
     Token(Credential),

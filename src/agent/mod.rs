@@ -225,10 +225,12 @@ pub async fn run(opts: AgentOptions, shutdown: watch::Receiver<bool>) -> anyhow:
     ));
     metrics::set_node_name(&opts.node_name);
     metrics::set_disabled(s.disable_metrics);
+    let webhook = Arc::new(kubelet::auth::Webhook::new(api.clone(), &opts.node_name));
     let kubelet_task = start_kubelet(
         &agent_dir,
         s.kubelet_port,
         runtime.clone(),
+        webhook,
         shutdown.clone(),
     )
     .await?;
@@ -285,13 +287,14 @@ async fn start_dns(
 }
 
 /// Serves the kubelet endpoint (logs, exec, attach, port-forward for the API server)
-/// with the node's serving certificate, accepting only client certificates of the
-/// cluster's client CA. Without certificates (a standalone agent that has not joined)
+/// with the node's serving certificate, accepting client certificates of the cluster's
+/// client CA and bearer tokens (checked by `webhook`). Without certificates (a standalone agent that has not joined)
 /// the endpoint stays off.
 async fn start_kubelet(
     agent_dir: &std::path::Path,
     port: u16,
     runtime: runtime::Runtime,
+    webhook: Arc<kubelet::auth::Webhook>,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
     let read = |name: &str| std::fs::read_to_string(agent_dir.join(name));
@@ -314,10 +317,11 @@ async fn start_kubelet(
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("kubelet endpoint: listen tcp {addr}"))?;
-    Ok(Some(tokio::spawn(kubelet::serve(
+    Ok(Some(tokio::spawn(kubelet::serve_with_auth(
         listener,
         Arc::new(tls),
         runtime,
+        Some(webhook),
         shutdown,
     ))))
 }

@@ -612,6 +612,14 @@ pub static RESOURCES: &[Resource] = &[
         "selfsubjectreview",
         false,
     ),
+    // Webhook token authentication (kubelets): answered by server::http::token_review.
+    review(
+        "authentication.k8s.io",
+        "TokenReview",
+        "tokenreviews",
+        "tokenreview",
+        false,
+    ),
     // kubectl 1.27 asks the beta version for `auth whoami`.
     Resource {
         version: "v1beta1",

@@ -6,10 +6,9 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use http::Method;
-use http_body_util::BodyExt;
 use serde_json::{json, Value};
 
-use crate::agent::client::{load_kubeconfig, ApiClient};
+use crate::agent::client::ApiClient;
 use crate::server::join::token::{
     parse_ttl, BootstrapToken, StoredBootstrapToken, BOOTSTRAP_SECRET_TYPE,
 };
@@ -63,13 +62,7 @@ enum TokenAction {
 }
 
 fn client(args: &TokenArgs) -> anyhow::Result<(ApiClient, String)> {
-    let path = match &args.kubeconfig {
-        Some(p) => p.clone(),
-        None => super::default_kubeconfig().context(
-            "no admin kubeconfig found (the server writes /etc/k3rs/k3rs.yaml): pass --kubeconfig",
-        )?,
-    };
-    let kc = load_kubeconfig(&path)?;
+    let kc = super::admin_kubeconfig(args.kubeconfig.as_deref())?;
     let ca = String::from_utf8(kc.ca_pem.clone()).context("the kubeconfig's CA is not PEM")?;
     let hash = crate::server::bootstrap::ca_hash(&ca);
     let api = ApiClient::new(kc, &format!("k3rs-token/{}", crate::version::git_version()))?;
@@ -158,23 +151,14 @@ pub async fn run(args: TokenArgs) -> anyhow::Result<()> {
                     format!("{}{}", a.id, a.secret)
                 }
             };
-            let body = serde_json::to_vec(&json!({"token": new}))?;
-            let resp = api
-                .send(
-                    Method::PUT,
-                    "/v1-k3rs/token",
-                    Some((body, "application/json")),
-                )
-                .await?;
-            let status = resp.status();
-            let bytes = resp.into_body().collect().await?.to_bytes();
-            let v: Value = serde_json::from_slice(&bytes).unwrap_or_default();
-            if !status.is_success() {
-                bail!(
-                    "the server refused to rotate the token ({status}): {}",
-                    v["message"].as_str().unwrap_or("no message")
-                );
-            }
+            let v = super::bootstrap_call(
+                &api,
+                Method::PUT,
+                "token",
+                Some(json!({"token": new})),
+                "to rotate the token",
+            )
+            .await?;
             println!("Token rotated. The new server token is:");
             println!("{}", v["token"].as_str().unwrap_or_default());
         }

@@ -3,6 +3,7 @@
 
 pub mod bootstrap;
 pub mod controllers;
+pub mod encryption;
 pub mod http;
 pub mod informer;
 pub mod join;
@@ -93,7 +94,21 @@ pub async fn run_until(
         .await
         .with_context(|| format!("opening the datastore {}", db_path.display()))?;
     let store_dyn: Arc<dyn store::Store> = store.clone();
-    let registry = registry::Registry::new(store_dyn.clone());
+    // Secrets encryption wraps the store when configured (or asked for by the flag).
+    let encryption = encryption::Encryption::load(&server_dir, cfg.secrets_encryption)
+        .context("secrets encryption")?
+        .map(|e| {
+            let s = Arc::new(encryption::store::EncryptingStore::new(
+                store_dyn.clone(),
+                e.clone(),
+            ));
+            (e, s)
+        });
+    let api_store: Arc<dyn store::Store> = match &encryption {
+        Some((_, s)) => s.clone(),
+        None => store_dyn.clone(),
+    };
+    let registry = registry::Registry::new(api_store);
     registry.set_service_allocator(Arc::new(services::ServiceAllocator::new(
         &cfg.service_cidr,
         cfg.controllers.service_node_port_range,
@@ -179,7 +194,8 @@ pub async fn run_until(
                 cfg.agent_token.as_deref(),
                 join::ClusterConfig::from_server(&cfg),
             )
-            .context("agent token")?,
+            .context("agent token")?
+            .with_encryption(encryption),
         ),
     });
     crate::api::defaults::set_default_toleration_seconds(

@@ -295,6 +295,7 @@ fn sans_for_server_config() {
         agent_token: None,
         node_name: "pi-1".into(),
         disable_agent: false,
+        secrets_encryption: false,
         agent: Default::default(),
         write_kubeconfig: "/x/k.yaml".into(),
         write_kubeconfig_mode: 0o600,

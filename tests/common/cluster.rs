@@ -13,11 +13,10 @@
 //! `<tmp>/k3rs-cluster-<pid>-<n>-*`, so parallel clusters never collide and the remains of
 //! a dead test process are found and removed when the next harness starts.
 //!
-//! Agents reach the server with what joining will give them (token join is a later issue;
-//! `Cluster::join_agent` is the one place to change): node credentials
-//! (`system:node:node-<i>`) and a kubelet serving certificate for the node's LAN address,
-//! issued from the server's CAs into `<data-dir>/agent`, and a kubeconfig for
-//! https://172.30.0.11:6443.
+//! Agents join for real: the first start of node i is `k3rs agent --server
+//! https://172.30.0.11:6443` with the server's token, which fetches node credentials
+//! (`system:node:node-<i>`) and a kubelet serving certificate for the node's LAN address into
+//! `<data-dir>/agent`; later starts need no token (see `nodes.rs`).
 //!
 //! Drop removes everything (also after a panic): pods, node processes, leftover
 //! processes, mounts and cgroups, namespaces and the dir.
@@ -409,12 +408,8 @@ impl Cluster {
     /// the API answers; it does not wait for the node to be Ready (see
     /// [`Cluster::wait_node_ready`]).
     pub fn start_node(&mut self, i: usize) {
-        if i > 1 {
-            self.join_agent(i);
-        }
         let kubeconfig = self.kubeconfig();
-        let agent_kubeconfig = self.agent_kubeconfig(i);
-        self.node_mut(i).spawn(&kubeconfig, &agent_kubeconfig);
+        self.node_mut(i).spawn(&kubeconfig);
         if i == 1 {
             self.wait_api();
         }
@@ -490,24 +485,6 @@ impl Cluster {
         self.data_dir(i)
             .join("agent")
             .join(k3rs::server::pki::AGENT_KUBECONFIG)
-    }
-
-    /// Gives agent `i` what joining would: node credentials (`system:node:<name>`) from the
-    /// server's CAs, a kubelet serving certificate for its LAN address (so logs, exec and
-    /// port-forward reach it) and a kubeconfig for the server's LAN address, all in
-    /// `<data-dir>/agent` where the server's own agent keeps them. The one place to change
-    /// when token join lands.
-    fn join_agent(&self, i: usize) {
-        let tls = self.data_dir(1).join("server").join("tls");
-        let agent_dir = self.data_dir(i).join("agent");
-        k3rs::server::pki::write_local_agent_files(
-            &tls,
-            &agent_dir,
-            &self.node_name(i),
-            &[self.node_ip(i).into()],
-            &self.server_url(),
-        )
-        .unwrap_or_else(|e| panic!("node credentials for {}: {e}", self.node_name(i)));
     }
 }
 

@@ -13,11 +13,14 @@
 //!   ([`portforward`]);
 //! - `GET /healthz`.
 //!
-//! Clients must present a certificate from the client CA; only `system:masters` (the
-//! API server's kubelet-client identity) may use it ([`server`]). Containers are found
+//! Callers authenticate with a certificate from the client CA or a bearer token the API
+//! server vouches for (TokenReview); `system:masters` (the API server's kubelet-client
+//! identity) may do anything, others what a SubjectAccessReview on `nodes/<subresource>`
+//! allows ([`auth`], [`server`]). Containers are found
 //! by the labels the pod worker puts on them ([`crate::agent::layout`]).
 
 pub mod attach;
+pub mod auth;
 pub mod containers;
 pub mod exec;
 pub mod logs;
@@ -33,7 +36,7 @@ use std::sync::Arc;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-pub use server::serve;
+pub use server::{serve, serve_with_auth};
 
 /// The group whose members may use the kubelet endpoint.
 pub const ADMIN_GROUP: &str = "system:masters";
@@ -85,8 +88,9 @@ impl KubeletError {
 }
 
 /// The endpoint's TLS configuration: our serving certificate (chain) and key, client
-/// certificates required and verified against `client_ca_pem` (one or more PEM
-/// certificates), ALPN http/1.1 only (upgrades need HTTP/1.1), ring provider.
+/// certificates verified against `client_ca_pem` (one or more PEM certificates) when
+/// offered — bearer-token callers send none, and requests without either are a 401 —
+/// ALPN http/1.1 only (upgrades need HTTP/1.1), ring provider.
 pub fn tls_config(
     serving_cert_pem: &str,
     serving_key_pem: &str,
@@ -122,6 +126,7 @@ pub fn tls_config(
         Arc::new(roots),
         provider.clone(),
     )
+    .allow_unauthenticated()
     .build()
     .map_err(|e| tls("client certificate verifier")(&e))?;
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)

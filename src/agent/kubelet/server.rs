@@ -1,7 +1,8 @@
-//! The kubelet endpoint's listener: TLS with required client certificates, HTTP/1.1
-//! with upgrades (hyper), the authorization rule (`system:masters` only), routing of
-//! upstream kubelet's paths to logs, exec, attach and port-forward, and graceful
-//! shutdown.
+//! The kubelet endpoint's listener: TLS (client certificates verified when offered),
+//! HTTP/1.1 with upgrades (hyper), who may call it (`system:masters` always; anyone else,
+//! also bearer-token callers, as the API server's webhooks say: [`super::auth`]), routing
+//! of upstream kubelet's paths to logs, exec, attach, port-forward, stats and metrics, and
+//! graceful shutdown.
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -21,11 +22,13 @@ use crate::agent::layout::{LABEL_LOG_PATH, LABEL_NETNS, LABEL_POD_UID};
 use crate::agent::runtime::Runtime;
 use crate::server::http::request::Query;
 
+use super::auth::{bearer_token, request_attributes, Webhook};
 use super::containers;
 use super::logs::{self, Follower};
 use super::portforward::{self, Target};
 use super::remote::{self, Options, Transport};
 use super::{attach, exec, KubeletError, ADMIN_GROUP};
+use crate::server::http::auth::Identity;
 
 /// A response body: fixed bytes or a stream fed through a channel.
 pub enum Body {
@@ -62,15 +65,27 @@ impl hyper::body::Body for Body {
     }
 }
 
-/// Who is calling: subject CN and organizations of the client certificate.
-type Identity = Option<(String, Vec<String>)>;
+/// The client certificate's subject CN and organizations, when one was presented.
+type CertIdentity = Option<(String, Vec<String>)>;
 
-/// Accepts connections until `shutdown` flips, then waits (bounded) for open
-/// requests. Upgraded sessions (exec, port-forward) run on until they end.
+/// [`serve_with_auth`] without webhooks: only `system:masters` certificates get in.
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     runtime: Runtime,
+    shutdown: watch::Receiver<bool>,
+) {
+    serve_with_auth(listener, tls, runtime, None, shutdown).await
+}
+
+/// Accepts connections until `shutdown` flips, then waits (bounded) for open
+/// requests. Upgraded sessions (exec, port-forward) run on until they end. `webhook`
+/// authenticates bearer tokens and authorizes callers outside `system:masters`.
+pub async fn serve_with_auth(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    runtime: Runtime,
+    webhook: Option<Arc<Webhook>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let acceptor = TlsAcceptor::from(tls);
@@ -80,6 +95,7 @@ pub async fn serve(
             acceptor.clone(),
             tcp,
             runtime.clone(),
+            webhook.clone(),
             graceful.watcher(),
         ));
     }
@@ -121,6 +137,7 @@ async fn serve_one(
     acceptor: TlsAcceptor,
     tcp: tokio::net::TcpStream,
     runtime: Runtime,
+    webhook: Option<Arc<Webhook>>,
     watcher: hyper_util::server::graceful::Watcher,
 ) {
     let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
@@ -131,7 +148,7 @@ async fn serve_one(
         }
         Err(_) => return,
     };
-    let identity: Identity = tls
+    let identity: CertIdentity = tls
         .get_ref()
         .1
         .peer_certificates()
@@ -140,7 +157,8 @@ async fn serve_one(
     let svc = hyper::service::service_fn(move |req| {
         let runtime = runtime.clone();
         let identity = identity.clone();
-        async move { Ok::<_, Infallible>(handle(runtime, identity, req).await) }
+        let webhook = webhook.clone();
+        async move { Ok::<_, Infallible>(handle(runtime, webhook, identity, req).await) }
     });
     let builder =
         hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
@@ -169,7 +187,75 @@ fn error_response(e: &KubeletError) -> Response<Body> {
     text_response(e.status(), e.to_string())
 }
 
-async fn handle(runtime: Runtime, who: Identity, req: Request<Incoming>) -> Response<Body> {
+/// Who sent `req`: the certificate's identity, else the bearer token's user; `Err` is the
+/// 401 (or 500 when the API server could not be asked) to answer.
+async fn authenticate(
+    webhook: Option<&Webhook>,
+    cert: CertIdentity,
+    req: &Request<Incoming>,
+) -> Result<Identity, Response<Body>> {
+    if let Some((user, groups)) = cert {
+        return Ok(Identity {
+            user,
+            groups,
+            ..Default::default()
+        });
+    }
+    let unauthorized = || text_response(StatusCode::UNAUTHORIZED, "Unauthorized");
+    let (Some(token), Some(webhook)) = (bearer_token(req.headers()), webhook) else {
+        return Err(unauthorized());
+    };
+    match webhook.authenticate(token).await {
+        Ok(Some(id)) => Ok(id),
+        Ok(None) => Err(unauthorized()),
+        Err(e) => {
+            tracing::warn!(error = %e, "kubelet endpoint: token review failed");
+            Err(unauthorized())
+        }
+    }
+}
+
+/// Whether `who` may send `req`; `Err` is upstream kubelet's 403 (or a 500).
+async fn authorize(
+    webhook: Option<&Webhook>,
+    who: &Identity,
+    req: &Request<Incoming>,
+) -> Result<(), Response<Body>> {
+    if who.in_group(ADMIN_GROUP) {
+        return Ok(());
+    }
+    let attrs = request_attributes(req.method(), req.uri().path());
+    let allowed = match webhook {
+        Some(w) => w.authorize(who, &attrs).await.map_err(|e| {
+            tracing::warn!(error = %e, "kubelet endpoint: subject access review failed");
+            text_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!(
+                    "Authorization error (user={}, verb={}, resource=nodes, subresource={})",
+                    who.user, attrs.verb, attrs.subresource
+                ),
+            )
+        })?,
+        None => false,
+    };
+    if allowed {
+        return Ok(());
+    }
+    Err(text_response(
+        StatusCode::FORBIDDEN,
+        format!(
+            "Forbidden (user={}, verb={}, resource=nodes, subresource={})",
+            who.user, attrs.verb, attrs.subresource
+        ),
+    ))
+}
+
+async fn handle(
+    runtime: Runtime,
+    webhook: Option<Arc<Webhook>>,
+    cert: CertIdentity,
+    req: Request<Incoming>,
+) -> Response<Body> {
     let path = req.uri().path().to_string();
     let segments: Vec<String> = path
         .split('/')
@@ -179,21 +265,15 @@ async fn handle(runtime: Runtime, who: Identity, req: Request<Incoming>) -> Resp
     let Some(first) = segments.first().map(String::as_str) else {
         return text_response(StatusCode::NOT_FOUND, "404 page not found");
     };
-    let Some((user, groups)) = who else {
-        return text_response(StatusCode::UNAUTHORIZED, "Unauthorized");
+    let who = match authenticate(webhook.as_deref(), cert, &req).await {
+        Ok(who) => who,
+        Err(resp) => return resp,
     };
     if first == "healthz" && segments.len() == 1 {
         return text_response(StatusCode::OK, "ok");
     }
-    if !groups.iter().any(|g| g == ADMIN_GROUP) {
-        let verb = match *req.method() {
-            Method::GET | Method::HEAD => "get",
-            _ => "create",
-        };
-        return text_response(
-            StatusCode::FORBIDDEN,
-            format!("Forbidden (user={user}, verb={verb}, resource=nodes, subresource=proxy)"),
-        );
+    if let Err(resp) = authorize(webhook.as_deref(), &who, &req).await {
+        return resp;
     }
     let s: Vec<&str> = segments.iter().map(String::as_str).collect();
     let result = match (first, s.len()) {

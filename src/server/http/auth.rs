@@ -199,10 +199,11 @@ pub fn check(authz: &Authorizer, a: &Attributes<'_>) -> Result<(), ApiError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    struct Fixed;
+    /// Knows one token, "good", of user `sa`.
+    pub(crate) struct Fixed;
     impl TokenAuthenticator for Fixed {
         fn authenticate<'a>(&'a self, token: &'a str) -> TokenFuture<'a> {
             Box::pin(async move {

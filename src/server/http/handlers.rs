@@ -83,6 +83,7 @@ pub async fn handle(
                 &headers,
                 header::USER_AGENT,
             ));
+            w.node = crate::server::rbac::node::node_name(&who).map(str::to_string);
             w
         }
         Err(e) => return error_response(&e),
@@ -324,6 +325,10 @@ async fn handle_inner(
             let mut obj = body::decode_object(&raw, &content_type)?;
             if res.plural == "certificatesigningrequests" {
                 crate::server::serviceaccount::csr::prepare_for_create(&mut obj, who)?;
+            }
+            if res.kind == "TokenReview" {
+                let answered = super::token_review::answer(&state.authn, obj).await;
+                return Ok(encode_value(StatusCode::CREATED, &answered, enc));
             }
             if res.ephemeral {
                 let answered = super::reviews::answer(&state.authz, res, who, ns, obj)?;

@@ -14,6 +14,7 @@ pub mod request;
 pub mod reviews;
 mod subresources;
 pub mod table;
+pub mod token_review;
 pub mod watch;
 
 use crate::api::status::ApiError;

@@ -10,7 +10,8 @@ use crate::server::rbac::{Attributes, Authorizer, Decision};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
-fn strings(v: &Value) -> Vec<String> {
+/// The strings of a JSON array (others are skipped; not an array: none).
+pub fn strings(v: &Value) -> Vec<String> {
     v.as_array()
         .map(|a| {
             a.iter()
@@ -20,7 +21,8 @@ fn strings(v: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn user_info(who: &Identity) -> Value {
+/// The `userInfo` of a review status (also TokenReview's `status.user`).
+pub(super) fn user_info(who: &Identity) -> Value {
     let mut u = json!({"username": who.user, "groups": who.groups});
     if !who.uid.is_empty() {
         u["uid"] = json!(who.uid);

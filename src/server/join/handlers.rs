@@ -77,6 +77,19 @@ pub async fn handle_request(
             "POST a PEM-encoded certificate signing request to this endpoint",
         )),
         (&Method::PUT, "token") => rotate_token(state, &caller, &body),
+        (_, "encrypt/status" | "encrypt/config")
+            if !matches!(caller, Caller::Server | Caller::Admin) =>
+        {
+            Err(forbidden(
+                "only the server token or an admin certificate may manage secrets encryption",
+            ))
+        }
+        (&Method::GET, "encrypt/status") => Ok(crate::server::encryption::http::status(
+            state.encryption.as_ref(),
+        )),
+        (&Method::PUT, "encrypt/config") => {
+            crate::server::encryption::http::config(state.encryption.as_ref(), &body).await
+        }
         _ => Err(ApiError::no_route()),
     };
     result.unwrap_or_else(|e| error_response(&e))

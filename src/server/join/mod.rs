@@ -101,9 +101,17 @@ pub struct JoinState {
     agent_secret: Option<String>,
     cluster: ClusterConfig,
     limiter: limiter::Limiter,
+    /// Secrets encryption, when the server has a configuration (`/v1-k3rs/encrypt/*`).
+    encryption: Option<crate::server::encryption::http::Live>,
 }
 
 impl JoinState {
+    /// Serves `/v1-k3rs/encrypt/*` for this secrets-encryption state.
+    pub fn with_encryption(mut self, live: Option<crate::server::encryption::http::Live>) -> Self {
+        self.encryption = live;
+        self
+    }
+
     /// Sets up the endpoints for a server whose full token is `server_token` (from
     /// [`crate::server::bootstrap::ensure_token`]). With `agent_token` (bare secret or full
     /// `K10…::node:<secret>`), nodes may also join with it; it is written to
@@ -161,6 +169,7 @@ impl JoinState {
             agent_secret,
             cluster,
             limiter: limiter::Limiter::default(),
+            encryption: None,
         })
     }
 

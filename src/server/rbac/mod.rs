@@ -18,6 +18,7 @@ mod cache;
 pub mod impersonate;
 mod index;
 pub mod node;
+pub mod node_restriction;
 pub mod rules;
 
 use crate::api::status::ApiError;

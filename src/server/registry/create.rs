@@ -122,6 +122,9 @@ impl Registry {
         }
         (res.typed)(&obj).map_err(|e| decode_error(res, &e))?;
         initial_status(res, &mut obj);
+        if let Some(node) = &opts.node {
+            crate::server::rbac::node_restriction::admit_create(res, node, &obj)?;
+        }
         // Defaulting sees a new object (no uid yet), as upstream's does.
         (res.defaults)(&mut obj);
         if res.plural == "pods" && res.group.is_empty() {

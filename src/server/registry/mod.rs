@@ -47,6 +47,9 @@ pub struct WriteOptions {
     pub force: Option<bool>,
     /// The subresource a write comes through (`scale`), recorded in managedFields.
     pub subresource: &'static str,
+    /// The node name when the writer is a node identity: NodeRestriction admission
+    /// ([`crate::server::rbac::node_restriction`]) applies.
+    pub node: Option<String>,
 }
 
 impl WriteOptions {

@@ -417,6 +417,9 @@ impl Registry {
         if target == Target::Main {
             errs.extend((res.validate)(&new, Some(old)));
         }
+        if let Some(node) = &opts.node {
+            crate::server::rbac::node_restriction::admit_update(res, node, name, old, &new)?;
+        }
         if !errs.is_empty() {
             return Err(UpdateError::Api(ApiError::invalid(
                 res.group, res.kind, name, errs,

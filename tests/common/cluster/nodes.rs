@@ -1,6 +1,11 @@
 //! One node of a test cluster: its dirs, the command line of its k3rs process (server for
 //! node 1, agent for the others), and starting, signalling and reaping that process
 //! inside the node's network namespace.
+//!
+//! Agents join for real: the first start runs `k3rs agent --server https://<node 1>:6443`
+//! with the server's token (read from node 1's `<data-dir>/server/token`, handed over in
+//! `K3RS_TOKEN` so it never shows in the process list) and a node password file of its own;
+//! later starts find the certificates the join wrote and pass no token, like a rebooted node.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -56,6 +61,33 @@ impl Node {
         self.dir.join("config.yaml")
     }
 
+    /// The node password file (k3s: /etc/rancher/node/password), one per node so nodes on
+    /// one machine do not share it.
+    pub fn password_file(&self) -> PathBuf {
+        self.dir.join("node").join("password")
+    }
+
+    /// The kubeconfig a finished join leaves; its presence means "joined already".
+    fn joined_kubeconfig(&self) -> PathBuf {
+        self.data_dir()
+            .join("agent")
+            .join(k3rs::server::pki::AGENT_KUBECONFIG)
+    }
+
+    /// The server's join token (node 1's `<data-dir>/server/token`).
+    fn server_token(&self) -> String {
+        let node1 = self
+            .dir
+            .parent()
+            .expect("node dir has a cluster dir")
+            .join("node-1");
+        let path = node1.join("data").join("server").join("token");
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("server token {}: {e}", path.display()))
+            .trim()
+            .to_string()
+    }
+
     /// Makes the dirs and an empty config file (so /etc/k3rs/config.yaml is never read).
     pub fn prepare(&self) {
         std::fs::create_dir_all(self.images_dir()).expect("node images dir");
@@ -66,8 +98,9 @@ impl Node {
         .expect("node config file");
     }
 
-    /// The command line: `k3rs server` on node 1, `k3rs agent` elsewhere.
-    fn command(&self, admin_kubeconfig: &Path, agent_kubeconfig: &Path) -> Command {
+    /// The command line: `k3rs server` on node 1, `k3rs agent --server` elsewhere (with the
+    /// token until the node has joined).
+    fn command(&self, admin_kubeconfig: &Path) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_k3rs"));
         let ip = lan::node_ip(self.index).to_string();
         if self.index == 1 {
@@ -76,7 +109,10 @@ impl Node {
                 .arg("--write-kubeconfig")
                 .arg(admin_kubeconfig);
         } else {
-            c.arg("agent").arg("--kubeconfig").arg(agent_kubeconfig);
+            let server = format!("https://{}:{}", lan::node_ip(1), super::API_PORT);
+            c.args(["agent", "--server", &server])
+                .arg("--node-password-file")
+                .arg(self.password_file());
         }
         c.arg("--data-dir")
             .arg(self.data_dir())
@@ -94,18 +130,21 @@ impl Node {
         }
         c.env("RUST_LOG", "info")
             .env("K3RS_CONFIG_FILE", self.config_file());
+        if self.index > 1 && !self.joined_kubeconfig().exists() {
+            c.env("K3RS_TOKEN", self.server_token());
+        }
         c
     }
 
     /// Starts the process inside the node's namespace, appending to its log.
-    pub fn spawn(&mut self, admin_kubeconfig: &Path, agent_kubeconfig: &Path) {
+    pub fn spawn(&mut self, admin_kubeconfig: &Path) {
         assert!(self.child.is_none(), "{} is running already", self.name);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.log_path())
             .expect("node log file");
-        let mut c = self.command(admin_kubeconfig, agent_kubeconfig);
+        let mut c = self.command(admin_kubeconfig);
         c.stdin(Stdio::null())
             .stdout(log.try_clone().expect("node log"))
             .stderr(log);
