@@ -8,6 +8,11 @@
 //! local-path-provisioner's helper does, and recorded under
 //! `<agent dir>/local-path/<volume name>` so the node remembers what it may delete:
 //! nothing outside those records is ever removed.
+//!
+//! A `local` volume whose path is a block device has its filesystem (`local.fsType`,
+//! default ext4; formatted when the device is blank) mounted on a directory of the pod
+//! ([`super::device`]). volumeMode Block (a raw device in the container) is not
+//! supported: the pod gets a FailedMount event saying so.
 
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
@@ -17,7 +22,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{HostPathVolumeSource, Pod};
 use serde_json::Value;
 
-use super::{host, IoError, SetUpError};
+use super::{device, host, IoError, SetUpError};
 use crate::agent::client::ApiClient;
 
 /// Annotation value of volumes made by the built-in local-path provisioner.
@@ -36,6 +41,9 @@ pub struct ClaimVolume {
     pub local_path: bool,
     /// Where the record of a local-path directory goes.
     pub records_dir: PathBuf,
+    /// For a `local` volume on a block device: the filesystem type to mount it with
+    /// (`source.path` is the device).
+    pub device_fs_type: Option<String>,
 }
 
 /// Claim name → its volume, for the claims of one pod.
@@ -103,12 +111,22 @@ pub fn resolve(pv: &Value, agent_dir: &Path) -> Result<ClaimVolume, String> {
         .unwrap_or_default()
         .to_string();
     let spec = &pv["spec"];
+    if spec["volumeMode"].as_str() == Some("Block") {
+        return Err(format!(
+            "persistentvolume \"{name}\" has volumeMode Block, which k3rs does not support: use volumeMode Filesystem (a local volume on a block device is then formatted and mounted)"
+        ));
+    }
+    let mut device_fs_type = None;
     let source = if let Some(p) = spec["hostPath"]["path"].as_str() {
         HostPathVolumeSource {
             path: p.to_string(),
             type_: spec["hostPath"]["type"].as_str().map(str::to_string),
         }
     } else if let Some(p) = spec["local"]["path"].as_str() {
+        if device::is_block_device(Path::new(p)) {
+            let fs = spec["local"]["fsType"].as_str().filter(|f| !f.is_empty());
+            device_fs_type = Some(fs.unwrap_or(device::DEFAULT_FS_TYPE).to_string());
+        }
         HostPathVolumeSource {
             path: p.to_string(),
             type_: Some("Directory".to_string()),
@@ -125,6 +143,7 @@ pub fn resolve(pv: &Value, agent_dir: &Path) -> Result<ClaimVolume, String> {
         source,
         local_path,
         records_dir: records_dir(agent_dir),
+        device_fs_type,
     })
 }
 
@@ -136,12 +155,26 @@ fn io_err<'a>(
 }
 
 /// Prepares the directory of claim `claim` (from [`fetch`]); returns its host path.
-pub fn set_up(claim: &str, claims: &Claims, fs_group: Option<u32>) -> Result<PathBuf, SetUpError> {
+/// `mount_dir` is the pod's own directory for this volume, where a device's filesystem
+/// is mounted.
+pub fn set_up(
+    claim: &str,
+    claims: &Claims,
+    fs_group: Option<u32>,
+    mount_dir: &Path,
+) -> Result<PathBuf, SetUpError> {
     let Some(cv) = claims.get(claim) else {
         return Err(SetUpError::Invalid(format!(
             "persistentvolumeclaim \"{claim}\" is not bound to a volume yet"
         )));
     };
+    if let Some(fs_type) = &cv.device_fs_type {
+        device::mount_filesystem(Path::new(&cv.source.path), fs_type, mount_dir)?;
+        if let Some(gid) = fs_group {
+            group_own(mount_dir, gid)?;
+        }
+        return Ok(mount_dir.to_path_buf());
+    }
     let dir = PathBuf::from(&cv.source.path);
     if cv.local_path {
         std::fs::create_dir_all(&cv.records_dir)
@@ -162,18 +195,23 @@ pub fn set_up(claim: &str, claims: &Claims, fs_group: Option<u32>) -> Result<Pat
     if let Some(gid) =
         fs_group.filter(|_| cv.local_path || cv.source.type_.as_deref() == Some("Directory"))
     {
-        std::os::unix::fs::chown(&path, None, Some(gid)).map_err(io_err("chown", &path))?;
-        let mode = std::fs::metadata(&path)
-            .map_err(io_err("stat", &path))?
-            .permissions()
-            .mode();
-        std::fs::set_permissions(
-            &path,
-            std::fs::Permissions::from_mode((mode & 0o7777) | 0o2070),
-        )
-        .map_err(io_err("chmod", &path))?;
+        group_own(&path, gid)?;
     }
     Ok(path)
+}
+
+/// fsGroup on a volume's root: group-owned, group-writable, setgid.
+fn group_own(path: &Path, gid: u32) -> Result<(), SetUpError> {
+    std::os::unix::fs::chown(path, None, Some(gid)).map_err(io_err("chown", path))?;
+    let mode = std::fs::metadata(path)
+        .map_err(io_err("stat", path))?
+        .permissions()
+        .mode();
+    std::fs::set_permissions(
+        path,
+        std::fs::Permissions::from_mode((mode & 0o7777) | 0o2070),
+    )
+    .map_err(io_err("chmod", path))
 }
 
 /// One cleanup pass: removes the directory of each recorded local-path volume whose
@@ -250,16 +288,28 @@ mod tests {
         let cv = resolve(&pv, tmp.path()).unwrap();
         assert!(cv.local_path);
         let claims = Claims::from([("data".to_string(), cv)]);
-        let path = set_up("data", &claims, None).unwrap();
+        let path = set_up("data", &claims, None, &tmp.path().join("unused")).unwrap();
         assert_eq!(path, data);
         let mode = std::fs::metadata(&data).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o777);
         let record = std::fs::read_to_string(records_dir(tmp.path()).join("pvc-1")).unwrap();
         assert_eq!(record, data.to_str().unwrap());
         assert!(matches!(
-            set_up("other", &claims, None),
+            set_up("other", &claims, None, tmp.path()),
             Err(SetUpError::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn block_mode_is_refused_and_local_directories_are_no_devices() {
+        let pv = json!({"metadata": {"name": "raw"},
+            "spec": {"volumeMode": "Block", "local": {"path": "/dev/sdb"}}});
+        let e = resolve(&pv, Path::new("/tmp")).unwrap_err();
+        assert!(e.contains("\"raw\" has volumeMode Block"), "{e}");
+        let pv = json!({"metadata": {"name": "dir"}, "spec": {"local": {"path": "/tmp"}}});
+        let cv = resolve(&pv, Path::new("/tmp")).unwrap();
+        assert_eq!(cv.device_fs_type, None);
+        assert_eq!(cv.source.type_.as_deref(), Some("Directory"));
     }
 
     #[test]
