@@ -252,7 +252,17 @@ fn claims_on_the_default_class(c: &Cluster) {
     );
     assert!(recorded_on(c, node, &pv));
     assert!(!gone(c, &format!("pv/{pv}")));
+    // Deleting the retained volume leaves the data too: the node forgets the directory.
     c.kubectl(&["delete", "pv", &pv]).ok();
+    assert!(
+        eventually(30, || !recorded_on(c, node, &pv)),
+        "node-{node} still tracks {pv}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("f")).unwrap_or_default(),
+        "kept\n",
+        "a retained volume's data went with the volume object"
+    );
 }
 
 /// A loop device on a file of its own; detached on drop (lazily by the kernel while it
@@ -324,7 +334,7 @@ impl Drop for LoopDevice {
 /// A `local` PersistentVolume on an unformatted loop device on node 2: formatted (ext4)
 /// and mounted for the pod, unmounted when the pod goes, the file on the device.
 fn local_volume_on_a_block_device(c: &Cluster) {
-    let dev = LoopDevice::new(32);
+    let dev = LoopDevice::new(64);
     c.apply(&format!(
         "apiVersion: v1
 kind: PersistentVolume
@@ -333,7 +343,7 @@ metadata:
 spec:
   storageClassName: \"\"
   capacity:
-    storage: 32Mi
+    storage: 64Mi
   accessModes: [ReadWriteOnce]
   volumeMode: Filesystem
   persistentVolumeReclaimPolicy: Retain

@@ -480,8 +480,8 @@ fn refers_to(r: &Value, owner: &Value) -> bool {
 /// The ownerReferences a claim of `set` should have for `pod` (when it exists) under the
 /// set's `persistentVolumeClaimRetentionPolicy`, as upstream's
 /// `updateClaimOwnerRefForSetAndPod`: references to the set and the pod are dropped,
-/// others kept; then the set is added when `whenDeleted` is Delete and the ordinal is in
-/// range, the pod when `whenScaled` is Delete and it was scaled down. A claim another
+/// others kept; then the pod is added when `whenScaled` is Delete and it was scaled
+/// down, else the set when `whenDeleted` is Delete. A claim another
 /// controller owns gets neither.
 pub fn retention_owner_refs(
     refs: &Value,
@@ -506,7 +506,7 @@ pub fn retention_owner_refs(
     // A claim can have one controller: a scaled-down ordinal's pod wins over the set.
     match pod {
         Some(p) if scaled_down && when_scaled => kept.push(controller_ref(p, "v1", "Pod")),
-        _ if !scaled_down && when_deleted => {
+        _ if when_deleted && !(scaled_down && when_scaled) => {
             kept.push(controller_ref(set, "apps/v1", "StatefulSet"))
         }
         _ => {}
@@ -570,7 +570,11 @@ mod tests {
             kinds(retention_owner_refs(&none, &s, Some(&pod), false)),
             ["StatefulSet"]
         );
-        assert!(kinds(retention_owner_refs(&none, &s, Some(&pod), true)).is_empty());
+        // Scaled down but kept: the set still owns it (deleting the set takes it).
+        assert_eq!(
+            kinds(retention_owner_refs(&none, &s, Some(&pod), true)),
+            ["StatefulSet"]
+        );
         let s = set("Retain", "Delete");
         assert_eq!(
             kinds(retention_owner_refs(&none, &s, Some(&pod), true)),

@@ -6,8 +6,10 @@
 //!
 //! A local-path directory is created on first use with mode 0777, like
 //! local-path-provisioner's helper does, and recorded under
-//! `<agent dir>/local-path/<volume name>` so the node remembers what it may delete:
-//! nothing outside those records is ever removed.
+//! `<agent dir>/local-path/<volume name>` (its path, then the volume's reclaim policy,
+//! kept current while the volume exists) so the node remembers what it may delete:
+//! nothing outside those records is ever removed, and nothing whose volume was last
+//! seen with reclaim policy Retain (a user deleting a retained volume keeps the data).
 //!
 //! A `local` volume whose path is a block device has its filesystem (`local.fsType`,
 //! default ext4; formatted when the device is blank) mounted on a directory of the pod
@@ -41,6 +43,8 @@ pub struct ClaimVolume {
     pub local_path: bool,
     /// Where the record of a local-path directory goes.
     pub records_dir: PathBuf,
+    /// `spec.persistentVolumeReclaimPolicy` (Retain when unset).
+    pub reclaim_policy: String,
     /// For a `local` volume on a block device: the filesystem type to mount it with
     /// (`source.path` is the device).
     pub device_fs_type: Option<String>,
@@ -143,8 +147,29 @@ pub fn resolve(pv: &Value, agent_dir: &Path) -> Result<ClaimVolume, String> {
         source,
         local_path,
         records_dir: records_dir(agent_dir),
+        reclaim_policy: reclaim_policy(pv).to_string(),
         device_fs_type,
     })
+}
+
+fn reclaim_policy(pv: &Value) -> &str {
+    pv["spec"]["persistentVolumeReclaimPolicy"]
+        .as_str()
+        .unwrap_or("Retain")
+}
+
+/// Writes a record (`<path>\n<policy>\n`) unless it says that already.
+fn write_record(record: &Path, path: &str, policy: &str) -> std::io::Result<()> {
+    super::write_if_changed(record, format!("{path}\n{policy}\n").as_bytes()).map(drop)
+}
+
+/// A record's path and policy (records without one predate it: Delete).
+fn read_record(record: &Path) -> Option<(PathBuf, String)> {
+    let text = std::fs::read_to_string(record).ok()?;
+    let mut lines = text.lines();
+    let path = lines.next().map(str::trim).filter(|p| !p.is_empty())?;
+    let policy = lines.next().map(str::trim).unwrap_or("Delete");
+    Some((PathBuf::from(path), policy.to_string()))
 }
 
 fn io_err<'a>(
@@ -180,9 +205,8 @@ pub fn set_up(
         std::fs::create_dir_all(&cv.records_dir)
             .map_err(io_err("create directory", &cv.records_dir))?;
         let record = cv.records_dir.join(&cv.volume);
-        if !record.exists() {
-            std::fs::write(&record, cv.source.path.as_bytes()).map_err(io_err("write", &record))?;
-        }
+        write_record(&record, &cv.source.path, &cv.reclaim_policy)
+            .map_err(io_err("write", &record))?;
         if !dir.exists() {
             std::fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
             std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))
@@ -215,7 +239,8 @@ fn group_own(path: &Path, gid: u32) -> Result<(), SetUpError> {
 }
 
 /// One cleanup pass: removes the directory of each recorded local-path volume whose
-/// PersistentVolume no longer exists. Returns the volumes cleaned up.
+/// PersistentVolume no longer exists and was last seen with reclaim policy Delete
+/// (forgetting, not removing, a retained one). Returns the volumes cleaned up.
 pub async fn cleanup_once(client: &ApiClient, agent_dir: &Path) -> Vec<String> {
     let dir = records_dir(agent_dir);
     let Ok(entries) = std::fs::read_dir(&dir) else {
@@ -224,19 +249,33 @@ pub async fn cleanup_once(client: &ApiClient, agent_dir: &Path) -> Vec<String> {
     let mut done = Vec::new();
     for e in entries.flatten() {
         let volume = e.file_name().to_string_lossy().to_string();
+        let record = e.path();
+        let Some((path, policy)) = read_record(&record) else {
+            continue;
+        };
         match client
             .get::<Value>(&format!("/api/v1/persistentvolumes/{volume}"))
             .await
         {
             Ok(None) => {}
-            // Still there (bound, or Released and kept by Retain), or unknown: keep.
-            Ok(Some(_)) | Err(_) => continue,
+            // Still there: keep, and remember a changed policy (a user patching a
+            // volume to Retain to keep its data).
+            Ok(Some(pv)) => {
+                let now = reclaim_policy(&pv);
+                if now != policy {
+                    if let Err(err) = write_record(&record, &path.to_string_lossy(), now) {
+                        tracing::warn!(volume, error = %err, "cannot update the record of a local-path volume");
+                    }
+                }
+                continue;
+            }
+            Err(_) => continue,
         }
-        let record = e.path();
-        let Ok(path) = std::fs::read_to_string(&record) else {
+        if policy != "Delete" {
+            let _ = std::fs::remove_file(&record);
+            tracing::info!(volume, dir = %path.display(), policy, "volume deleted; keeping its directory (reclaim policy)");
             continue;
-        };
-        let path = PathBuf::from(path.trim());
+        }
         match std::fs::remove_dir_all(&path) {
             Ok(()) => {}
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
@@ -292,8 +331,15 @@ mod tests {
         assert_eq!(path, data);
         let mode = std::fs::metadata(&data).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o777);
-        let record = std::fs::read_to_string(records_dir(tmp.path()).join("pvc-1")).unwrap();
-        assert_eq!(record, data.to_str().unwrap());
+        let record = records_dir(tmp.path()).join("pvc-1");
+        let (path, policy) = read_record(&record).unwrap();
+        assert_eq!(
+            (path.as_path(), policy.as_str()),
+            (data.as_path(), "Retain")
+        );
+        // Records from before the policy line mean Delete.
+        std::fs::write(&record, data.to_str().unwrap()).unwrap();
+        assert_eq!(read_record(&record).unwrap().1, "Delete");
         assert!(matches!(
             set_up("other", &claims, None, tmp.path()),
             Err(SetUpError::Invalid(_))
