@@ -331,33 +331,40 @@ impl Drop for LoopDevice {
     }
 }
 
-/// A `local` PersistentVolume on an unformatted loop device on node 2: formatted (ext4)
-/// and mounted for the pod, unmounted when the pod goes, the file on the device.
-fn local_volume_on_a_block_device(c: &Cluster) {
-    let dev = LoopDevice::new(64);
-    c.apply(&format!(
+/// A static `local` PersistentVolume `name` (Retain, no class) on `path` with volume
+/// mode `mode`, with node affinity to node 2.
+fn local_pv_yaml(c: &Cluster, name: &str, path: &str, mode: &str) -> String {
+    format!(
         "apiVersion: v1
 kind: PersistentVolume
 metadata:
-  name: disk
+  name: {name}
 spec:
   storageClassName: \"\"
   capacity:
     storage: 64Mi
   accessModes: [ReadWriteOnce]
-  volumeMode: Filesystem
+  volumeMode: {mode}
   persistentVolumeReclaimPolicy: Retain
   local:
-    path: {}
+    path: {path}
   nodeAffinity:
     required:
       nodeSelectorTerms:
       - matchExpressions:
-        - {{key: kubernetes.io/hostname, operator: In, values: [{}]}}
+        - {{key: kubernetes.io/hostname, operator: In, values: [{node}]}}
 ",
-        dev.device,
-        c.node_name(2)
-    ));
+        node = c.node_name(2)
+    )
+}
+
+/// A `local` PersistentVolume on an unformatted loop device on node 2: formatted (ext4)
+/// and mounted for the pod, unmounted when the pod goes, the file on the device; the
+/// same device as a volumeMode Block volume: a FailedMount event saying it is not
+/// supported.
+fn local_volume_on_a_block_device(c: &Cluster) {
+    let dev = LoopDevice::new(64);
+    c.apply(&local_pv_yaml(c, "disk", &dev.device, "Filesystem"));
     c.apply(&claim_yaml("disk", Some("\"\"")));
     c.wait_for(30, "pvc/disk", "{.status.phase}", "Bound");
     c.apply(&pod_yaml(
@@ -386,6 +393,63 @@ spec:
     c.kubectl(&["delete", "pvc", "disk", "--wait=false"]).ok();
     wait_gone(c, 60, "pvc/disk");
     c.kubectl(&["delete", "pv", "disk"]).ok();
+
+    // volumeMode Block (a raw device in the container) is not supported: the pod says
+    // so in a FailedMount event.
+    c.apply(&local_pv_yaml(c, "raw", &dev.device, "Block"));
+    c.apply(&format!(
+        "apiVersion: v1
+kind: PersistentVolumeClaim
+metadata:
+  name: raw
+spec:
+  storageClassName: \"\"
+  volumeMode: Block
+  accessModes: [ReadWriteOnce]
+  resources:
+    requests:
+      storage: 64Mi
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: raw-user
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: {IMAGE}
+    command: [\"sleep\", \"3600\"]
+    volumeDevices:
+    - {{name: raw, devicePath: /dev/xvda}}
+  volumes:
+  - name: raw
+    persistentVolumeClaim:
+      claimName: raw
+",
+    ));
+    let event = |c: &Cluster| {
+        c.kubectl(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=raw-user",
+        ])
+        .stdout
+    };
+    assert!(
+        eventually(60, || event(c)
+            .contains("has volumeMode Block, which k3rs does not support")),
+        "no FailedMount event for a Block volume: {}\n{}",
+        event(c),
+        c.kubectl(&["describe", "pod", "raw-user"]).stdout
+    );
+    assert!(!dev.mounted());
+    c.kubectl(&["delete", "pod", "raw-user", "--wait=true"])
+        .ok();
+    c.kubectl(&["delete", "pvc", "raw", "--wait=false"]).ok();
+    wait_gone(c, 60, "pvc/raw");
+    c.kubectl(&["delete", "pv", "raw"]).ok();
 }
 
 /// A static hostPath volume binds to a matching claim without a class, defaults to
