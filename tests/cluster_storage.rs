@@ -610,6 +610,7 @@ fn stateful_set_replicas_keep_their_data_and_claims_follow_the_retention_policy(
 
     // whenScaled: Delete — the claim of a scaled-down replica goes with its pod; the
     // others stay (whenDeleted: Retain: not owned by the set).
+    let old_claim = c.jsonpath("pvc/data-web-2", "{.metadata.uid}");
     c.kubectl(&["scale", "statefulset", "web", "--replicas=2"])
         .ok();
     wait_gone(&c, 60, "pod/web-2");
@@ -621,6 +622,17 @@ fn stateful_set_replicas_keep_their_data_and_claims_follow_the_retention_policy(
         );
         assert_eq!(claim_owners(&c, claim), "");
     }
+    // Scaling up again makes a new claim: the replica starts with an empty volume.
+    c.kubectl(&["scale", "statefulset", "web", "--replicas=3"])
+        .ok();
+    wait_replicas_ready(&c, "web", 3);
+    c.wait_for(30, "pvc/data-web-2", "{.status.phase}", "Bound");
+    assert_ne!(c.jsonpath("pvc/data-web-2", "{.metadata.uid}"), old_claim);
+    assert!(
+        eventually(30, || logs(&c, "web-2").trim() == "web-2"),
+        "web-2 did not write its name again: {:?}",
+        logs(&c, "web-2")
+    );
 
     // A changed policy reaches the existing claims: whenDeleted Delete, whenScaled
     // Retain makes the set their owner; scaling down now keeps the claim.
@@ -633,7 +645,7 @@ fn stateful_set_replicas_keep_their_data_and_claims_follow_the_retention_policy(
         "{\"spec\":{\"persistentVolumeClaimRetentionPolicy\":{\"whenDeleted\":\"Delete\",\"whenScaled\":\"Retain\"}}}",
     ])
     .ok();
-    for claim in ["data-web-0", "data-web-1"] {
+    for claim in ["data-web-0", "data-web-1", "data-web-2"] {
         assert!(
             eventually(30, || claim_owners(&c, claim) == "StatefulSet"),
             "{claim} owners: {:?}",
@@ -643,15 +655,23 @@ fn stateful_set_replicas_keep_their_data_and_claims_follow_the_retention_policy(
     c.kubectl(&["scale", "statefulset", "web", "--replicas=1"])
         .ok();
     wait_gone(&c, 60, "pod/web-1");
+    wait_gone(&c, 60, "pod/web-2");
     std::thread::sleep(std::time::Duration::from_secs(3));
-    assert_eq!(c.jsonpath("pvc/data-web-1", "{.status.phase}"), "Bound");
+    for claim in ["data-web-1", "data-web-2"] {
+        assert_eq!(
+            c.jsonpath(&format!("pvc/{claim}"), "{.status.phase}"),
+            "Bound"
+        );
+        assert_eq!(claim_owners(&c, claim), "StatefulSet");
+    }
 
     // Deleting the sets: whenDeleted Delete takes web's claims, Retain (the default)
     // keeps solo's.
     c.kubectl(&["delete", "statefulset", "web", "solo", "--wait=false"])
         .ok();
-    wait_gone(&c, 60, "pvc/data-web-0");
-    wait_gone(&c, 60, "pvc/data-web-1");
+    for claim in ["data-web-0", "data-web-1", "data-web-2"] {
+        wait_gone(&c, 60, &format!("pvc/{claim}"));
+    }
     wait_gone(&c, 60, "pod/solo-0");
     assert_eq!(c.jsonpath("pvc/data-solo-0", "{.status.phase}"), "Bound");
 }

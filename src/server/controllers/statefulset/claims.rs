@@ -8,6 +8,7 @@
 use super::super::owned::{controller_ref, ControllerError};
 use super::{claim_name, ordinal, StatefulSetController};
 use crate::api::meta;
+use crate::api::ApiError;
 use crate::server::informer::builtin;
 use crate::server::registry::WriteOptions;
 use serde_json::{json, Value};
@@ -23,6 +24,21 @@ impl StatefulSetController {
             .flatten()
         {
             let name = claim_name(meta::name(t), set_name, ord);
+            // A claim still going (its scaled-down pod owned it) would leave the new pod
+            // without a volume: wait until it is gone, then make a new one.
+            if self
+                .claims
+                .get(ns, &name)
+                .is_some_and(|c| meta::is_deleting(&c))
+            {
+                let why = format!(
+                    "the claim of pod {set_name}-{ord} is being deleted; the pod waits until it is gone"
+                );
+                return Err(ControllerError::api(
+                    "creating a statefulset pod",
+                    ApiError::conflict_msg("", "persistentvolumeclaims", &name, &why),
+                ));
+            }
             if self.registry.get(res, ns, &name).await.is_ok() {
                 continue;
             }
