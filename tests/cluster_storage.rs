@@ -7,8 +7,8 @@
 //! whose claims follow `persistentVolumeClaimRetentionPolicy`.
 //!
 //! Needs root, iproute2, containerd, runc, busybox-static, kubectl and, for the block
-//! device, e2fsprogs and util-linux's losetup (`apt-get install containerd runc iproute2
-//! busybox-static e2fsprogs util-linux`); every test fails loudly when one is missing.
+//! device, e2fsprogs and losetup and blkid (`apt-get install containerd runc iproute2
+//! busybox-static e2fsprogs mount util-linux`); every test fails loudly when one is missing.
 
 mod common;
 
@@ -285,7 +285,8 @@ impl LoopDevice {
         for (bin, pkg) in [
             ("mkfs.ext4", "e2fsprogs"),
             ("debugfs", "e2fsprogs"),
-            ("losetup", "util-linux"),
+            ("losetup", "mount"),
+            ("blkid", "util-linux"),
         ] {
             let found = ["/usr/sbin", "/sbin", "/usr/bin", "/bin"]
                 .iter()
