@@ -6,6 +6,11 @@
 //! ordinal) and Parallel pod management; RollingUpdate from the highest ordinal down to
 //! the partition, one pod at a time, by the `controller-revision-hash` label (a
 //! ControllerRevision per template), and OnDelete; the status `kubectl` shows.
+//! The claims and their `persistentVolumeClaimRetentionPolicy` are [`claims`]'s.
+
+mod claims;
+
+pub use claims::retention_owner_refs;
 
 use super::owned::{
     controller_ref, create_pod, delete_object, from_template, is_available, is_finished, is_ready,
@@ -14,7 +19,7 @@ use super::owned::{
 use super::revisions::{ensure_revision, revision_template, REVISION_LABEL};
 use crate::api::meta;
 use crate::server::informer::{builtin, run_controller, Informer, Informers, ObjectKey, WorkQueue};
-use crate::server::registry::{Registry, WriteOptions};
+use crate::server::registry::Registry;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -32,6 +37,7 @@ struct StatefulSetController {
     events: EventRecorder,
     sets: Informer,
     pods: Informer,
+    claims: Informer,
 }
 
 /// Runs the StatefulSet controller until `shutdown` flips.
@@ -42,9 +48,11 @@ pub async fn run(informers: Informers, shutdown: watch::Receiver<bool>) {
     super::owned::enqueue_self(&sets, queue.clone(), &shutdown);
     super::owned::enqueue_owners(&pods, sets.clone(), "StatefulSet", queue.clone(), &shutdown);
     let revisions = informers.get(builtin("apps", "v1", "controllerrevisions"));
+    let claims = informers.get(builtin("", "v1", "persistentvolumeclaims"));
     sets.wait_synced().await;
     pods.wait_synced().await;
     revisions.wait_synced().await;
+    claims.wait_synced().await;
     for s in sets.list_all() {
         queue.add(ObjectKey::of(&s));
     }
@@ -54,6 +62,7 @@ pub async fn run(informers: Informers, shutdown: watch::Receiver<bool>) {
         events: EventRecorder::new(informers.registry().clone(), COMPONENT),
         sets,
         pods,
+        claims,
     });
     queue.shut_down_on(shutdown.clone());
     run_controller("statefulset", queue, 2, move |key: ObjectKey| {
@@ -167,6 +176,13 @@ impl StatefulSetController {
                 .unwrap_or("")
                 .to_string()
         };
+
+        // Claims follow the retention policy before any pod is deleted below, so the
+        // claims of a scaled-down ordinal go with its pod.
+        for (ord, p) in &pods {
+            self.update_claim_owners(&set, p, *ord < first || *ord >= end)
+                .await?;
+        }
 
         // Create and repair the ordinals first..first+replicas.
         let mut blocked = false;
@@ -320,61 +336,6 @@ impl StatefulSetController {
                 Err(ControllerError::api("creating a statefulset pod", e))
             }
         }
-    }
-
-    /// The claims of ordinal `ord` that do not exist yet.
-    async fn create_claims(&self, set: &Value, ord: i64) -> Result<(), ControllerError> {
-        let res = builtin("", "v1", "persistentvolumeclaims");
-        let (ns, set_name) = (meta::namespace(set), meta::name(set));
-        let delete_with_set =
-            set["spec"]["persistentVolumeClaimRetentionPolicy"]["whenDeleted"] == "Delete";
-        for t in set["spec"]["volumeClaimTemplates"]
-            .as_array()
-            .into_iter()
-            .flatten()
-        {
-            let name = claim_name(meta::name(t), set_name, ord);
-            if self.registry.get(res, ns, &name).await.is_ok() {
-                continue;
-            }
-            let mut labels = t["metadata"]["labels"].clone();
-            if !labels.is_object() {
-                labels = json!({});
-            }
-            for (k, v) in set["spec"]["selector"]["matchLabels"]
-                .as_object()
-                .into_iter()
-                .flatten()
-            {
-                labels[k] = v.clone();
-            }
-            let mut claim = json!({
-                "apiVersion": "v1", "kind": "PersistentVolumeClaim",
-                "metadata": {"name": name, "namespace": ns, "labels": labels},
-                "spec": t["spec"].clone(),
-            });
-            if let Some(a) = t["metadata"]["annotations"].as_object() {
-                claim["metadata"]["annotations"] = json!(a);
-            }
-            if delete_with_set {
-                let mut r = controller_ref(set, "apps/v1", "StatefulSet");
-                r["controller"] = json!(false);
-                claim["metadata"]["ownerReferences"] = json!([r]);
-            }
-            match self
-                .registry
-                .create(res, ns, claim, &WriteOptions::default())
-                .await
-            {
-                Ok(_) => {
-                    let msg = format!("create Claim {name} Pod {set_name}-{ord} in StatefulSet {set_name} success");
-                    self.events.normal(set, "SuccessfulCreate", &msg).await;
-                }
-                Err(e) if e.code == 409 => {}
-                Err(e) => return Err(ControllerError::api("creating a volume claim", e)),
-            }
-        }
-        Ok(())
     }
 
     async fn delete(&self, set: &Value, pod: &Value) -> Result<(), ControllerError> {

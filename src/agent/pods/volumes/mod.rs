@@ -9,6 +9,7 @@
 //! `<pod dir>/volumes/kubernetes.io~<plugin>/<volume name>`.
 
 mod atomic;
+pub mod device;
 pub(crate) mod downward;
 mod host;
 mod podfiles;
@@ -119,6 +120,8 @@ pub enum SetUpError {
     DownwardApi(String),
     #[error("{0}")]
     Invalid(String),
+    #[error(transparent)]
+    Device(#[from] device::DeviceError),
     #[error(transparent)]
     Content(#[from] AtomicError),
     #[error(transparent)]
@@ -263,7 +266,8 @@ fn set_up(
         return host::host_path(h);
     }
     if let Some(claim) = pvc::claim_name(pod, v) {
-        return pvc::set_up(&claim, &objects.claims, fs_group);
+        let mount_dir = plugin_dir(pod_dir, "local-volume", &v.name);
+        return pvc::set_up(&claim, &objects.claims, fs_group, &mount_dir);
     }
     let (dir, payload) = if let Some(c) = &v.config_map {
         let dir = plugin_dir(pod_dir, "configmap", &v.name);
