@@ -102,6 +102,9 @@ pub async fn run_until(
         .ensure_system_namespaces()
         .await
         .map_err(|e| anyhow::anyhow!("creating system namespaces: {e}"))?;
+    scheduler::priority::ensure_system_classes(&registry)
+        .await
+        .map_err(|e| anyhow::anyhow!("creating the built-in PriorityClasses: {e}"))?;
     rbac::bootstrap::ensure_default_policy(&registry)
         .await
         .map_err(|e| anyhow::anyhow!("creating the default RBAC policy: {e}"))?;

@@ -12,6 +12,7 @@
 pub mod bind;
 mod cache;
 pub mod filter;
+pub mod priority;
 mod score;
 pub mod types;
 pub mod volumes;
