@@ -38,7 +38,8 @@ impl Resources {
         }
     }
 
-    fn add(&mut self, o: &Resources) {
+    /// Adds another amount.
+    pub fn add(&mut self, o: &Resources) {
         self.milli_cpu += o.milli_cpu;
         self.memory += o.memory;
         self.ephemeral += o.ephemeral;
@@ -340,6 +341,17 @@ pub struct PodInfo {
     pub deleting: bool,
     /// Succeeded or Failed: holds no resources.
     pub finished: bool,
+    /// `spec.priority` (0 when unset, as upstream's PodPriority).
+    pub priority: i64,
+    /// `spec.preemptionPolicy: Never`: waits instead of preempting.
+    pub preempt_never: bool,
+    /// `status.nominatedNodeName`.
+    pub nominated_node: String,
+    /// When the pod started (`status.startTime`, else its creation), RFC 3339; orders
+    /// victims of equal priority (the longer-running one is more important).
+    pub start_time: String,
+    /// Being deleted because the scheduler preempted it (DisruptionTarget condition).
+    pub preempted: bool,
 }
 
 fn s(v: &Value) -> String {
@@ -476,6 +488,24 @@ impl PodInfo {
                 pod["status"]["phase"].as_str(),
                 Some("Succeeded" | "Failed")
             ),
+            priority: spec["priority"].as_i64().unwrap_or(0),
+            preempt_never: spec["preemptionPolicy"].as_str() == Some("Never"),
+            nominated_node: s(&pod["status"]["nominatedNodeName"]),
+            start_time: pod["status"]["startTime"]
+                .as_str()
+                .or_else(|| pod["metadata"]["creationTimestamp"].as_str())
+                .unwrap_or("")
+                .to_string(),
+            preempted: meta::is_deleting(pod)
+                && pod["status"]["conditions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|c| {
+                        c["type"] == "DisruptionTarget"
+                            && c["status"] == "True"
+                            && c["reason"] == "PreemptionByScheduler"
+                    }),
             namespace: ns,
         }
     }
