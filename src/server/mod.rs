@@ -264,6 +264,11 @@ pub async fn run_until(
             shutdown.clone(),
         )),
         tokio::spawn(controllers::gc::run(registry.clone(), shutdown.clone())),
+        tokio::spawn(controllers::events_ttl::run(
+            registry.clone(),
+            cfg.controllers.event_ttl,
+            shutdown.clone(),
+        )),
         tokio::spawn(rbac::aggregation::run(registry.clone(), shutdown.clone())),
         tokio::spawn(controllers::node_ipam::run(
             registry.clone(),
