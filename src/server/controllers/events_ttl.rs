@@ -148,18 +148,7 @@ mod tests {
 
     #[tokio::test]
     async fn sweep_deletes_only_expired_events() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = crate::server::store::sqlite::SqliteStore::open(
-            &dir.path().join("state.db"),
-            crate::server::store::sqlite::StoreOptions::default(),
-        )
-        .await
-        .expect("open store");
-        let registry = Registry::new(store);
-        registry
-            .ensure_system_namespaces()
-            .await
-            .expect("namespaces");
+        let (registry, _dir) = super::super::events::test_registry().await;
         let events = builtin("", "v1", "events");
         // Checked two minutes from now with a one-minute TTL: "old" was written (created)
         // just now, "fresh" claims an update 100 s from now (a later bump).
