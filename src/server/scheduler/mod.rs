@@ -18,6 +18,7 @@ pub mod filter;
 pub mod preempt;
 pub mod priority;
 mod score;
+pub mod terms;
 pub mod types;
 pub mod volumes;
 
