@@ -2,11 +2,13 @@
 //! in-bench fake-node simulator (like kwok): it registers N Ready nodes through the API
 //! and renews their Leases every 10 s, then N pods are created and the simulator marks
 //! bound pods Running without containers. Prints pods/s bound (first create → last
-//! binding seen on a watch), pods/s Running, and the server's RSS. Fails on nothing but
-//! errors; needs no root.
+//! binding seen on a watch), pods/s Running, and the server's RSS. Then a Deployment of
+//! R replicas goes from create to all pods Running (the fake kubelets mark each pod
+//! Running and Ready as soon as it is bound) and to all replicas available. Fails on
+//! nothing but errors; needs no root.
 //!
 //! Run: `cargo bench --bench scheduler` (`K3RS_BENCH_NODES`, default 500;
-//! `K3RS_BENCH_PODS`, default 10000).
+//! `K3RS_BENCH_PODS`, default 10000; `K3RS_BENCH_REPLICAS`, default 1000).
 
 mod common;
 
@@ -107,9 +109,104 @@ async fn renew_lease(api: &ApiClient, name: &str) {
     }
 }
 
+/// Creates a Deployment of `replicas` in its own namespace and plays the kubelets of
+/// the fake nodes for it: every pod the watch shows bound is reported Running and Ready.
+/// Returns the time from create to all pods Running and to all replicas available.
+async fn deployment_to_running(api: &ApiClient, replicas: usize) -> (Duration, Duration) {
+    let ns = "bench-deploy";
+    let _: Value = api
+        .create(
+            "/api/v1/namespaces",
+            &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+        )
+        .await
+        .expect("namespace");
+    let list: Value = api
+        .get(&format!("/api/v1/namespaces/{ns}/pods"))
+        .await
+        .expect("list")
+        .expect("list");
+    let rv = list["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap_or("0")
+        .to_string();
+    let mut watch = api
+        .watch(&format!(
+            "/api/v1/namespaces/{ns}/pods?watch=1&resourceVersion={rv}"
+        ))
+        .await
+        .expect("watch");
+    let deploy = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web"},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "c", "image": "busybox",
+                    "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}}]}}}});
+    let t0 = Instant::now();
+    let _: Value = api
+        .create(
+            &format!("/apis/apps/v1/namespaces/{ns}/deployments"),
+            &deploy,
+        )
+        .await
+        .expect("create deployment");
+    let sem = Arc::new(tokio::sync::Semaphore::new(64));
+    let mut reported: HashSet<String> = HashSet::new();
+    let mut running: HashSet<String> = HashSet::new();
+    while running.len() < replicas {
+        let ev = match tokio::time::timeout(Duration::from_secs(120), watch.next()).await {
+            Ok(Ok(Some(ev))) => ev,
+            _ => panic!("only {} of {replicas} replicas Running", running.len()),
+        };
+        let o = &ev.object;
+        let name = o["metadata"]["name"].as_str().unwrap_or("").to_string();
+        if o["status"]["phase"] == "Running" {
+            running.insert(name);
+        } else if !o["spec"]["nodeName"].as_str().unwrap_or("").is_empty()
+            && reported.insert(name.clone())
+        {
+            let (api, permit) = (
+                api.clone(),
+                sem.clone().acquire_owned().await.expect("semaphore"),
+            );
+            tokio::spawn(async move {
+                let status = json!({"status": {"phase": "Running",
+                    "conditions": [{"type": "Ready", "status": "True"}]}});
+                let _ = api
+                    .patch::<Value>(
+                        &format!("/api/v1/namespaces/{ns}/pods/{name}/status"),
+                        PatchType::Merge,
+                        &status,
+                    )
+                    .await;
+                drop(permit);
+            });
+        }
+    }
+    let all_running = t0.elapsed();
+    loop {
+        let d: Value = api
+            .get(&format!("/apis/apps/v1/namespaces/{ns}/deployments/web"))
+            .await
+            .expect("get deployment")
+            .expect("deployment");
+        if d["status"]["availableReplicas"].as_u64() == Some(replicas as u64) {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(600),
+            "deployment not available: {}",
+            d["status"]
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    (all_running, t0.elapsed())
+}
+
 fn main() {
     let nodes = env_usize("K3RS_BENCH_NODES", 500);
     let pods = env_usize("K3RS_BENCH_PODS", 10_000);
+    let replicas = env_usize("K3RS_BENCH_REPLICAS", 1000);
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port().to_string();
     let kubeconfig = dir.path().join("kubeconfig.yaml");
@@ -242,8 +339,17 @@ fn main() {
             t.elapsed().as_secs_f64(),
             pods as f64 / t.elapsed().as_secs_f64()
         );
+        let rss_after = rss_mb(pid);
+
+        let (running_in, available_in) = deployment_to_running(&api, replicas).await;
         println!(
-            "server RSS: idle {rss_idle:.0} MB, peak while scheduling {peak_rss:.0} MB, after {:.0} MB",
+            "Deployment of {replicas} replicas: all pods Running {:.1}s after create ({:.0} pods/s), all available after {:.1}s",
+            running_in.as_secs_f64(),
+            replicas as f64 / running_in.as_secs_f64(),
+            available_in.as_secs_f64()
+        );
+        println!(
+            "server RSS: idle {rss_idle:.0} MB, peak while scheduling {peak_rss:.0} MB, after {rss_after:.0} MB, after the Deployment {:.0} MB",
             rss_mb(pid)
         );
         leases.abort();

@@ -89,6 +89,8 @@ pub struct ControllerSettings {
     /// `--default-local-storage-path`: where local-path volumes live (None: the
     /// default, `<data-dir>/storage`).
     pub default_local_storage_path: Option<PathBuf>,
+    /// `--event-ttl`: how long an Event is kept after its last update (default 1 h).
+    pub event_ttl: std::time::Duration,
 }
 
 impl Default for ControllerSettings {
@@ -99,6 +101,7 @@ impl Default for ControllerSettings {
             default_unreachable_toleration_seconds: 300,
             service_node_port_range: Default::default(),
             default_local_storage_path: None,
+            event_ttl: std::time::Duration::from_secs(3600),
         }
     }
 }
@@ -456,6 +459,15 @@ struct ServerArgs {
         hide = true
     )]
     default_unreachable_toleration_seconds: String,
+    /// Amount of time to retain events
+    #[arg(
+        long,
+        env = "K3RS_EVENT_TTL",
+        default_value = "1h",
+        value_name = "DURATION",
+        hide = true
+    )]
+    event_ttl: String,
     /// A port range to reserve for services with NodePort visibility
     #[arg(
         long,
@@ -725,6 +737,7 @@ fn resolve_server(
         )?,
         default_local_storage_path: nonempty(a.default_local_storage_path)
             .map(|p| host.cwd.join(p)),
+        event_ttl: check("event-ttl", a.event_ttl.trim(), parse_go_duration)?,
     };
 
     Ok(ServerConfig {

@@ -3,8 +3,9 @@
 //! (no containerd needed). Pods get bound and spread, unfit pods wait with upstream's
 //! FailedScheduling message until a node fits, filters and cordon are honoured, and a
 //! node whose Lease stops goes Unknown, gets the unreachable taint and loses its pods;
-//! drain honours a PodDisruptionBudget. One test runs a pod on the real embedded agent
-//! (root and containerd).
+//! drain honours a PodDisruptionBudget; PriorityClasses are admitted and resolved, a
+//! high-priority pod preempts a lower one, and Events expire after `--event-ttl`. One
+//! test runs a pod on the real embedded agent (root and containerd).
 
 mod common;
 #[path = "common/images.rs"]
@@ -481,4 +482,159 @@ fn a_pod_without_a_node_is_scheduled_onto_the_real_agent_and_runs() {
         events(&s, "unbound", "Scheduled"),
         "Successfully assigned default/unbound to test-node"
     );
+}
+
+fn uid_of(s: &Server, pod: &str) -> String {
+    s.kubectl(&["get", "pod", pod, "-o", "jsonpath={.metadata.uid}"])
+        .stdout
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn priority_classes_preemption_and_event_expiry() {
+    let s = Server::start_with(&["--event-ttl", "30s"]);
+    // The built-in classes, printed with upstream's columns.
+    let out = s.kubectl(&["get", "priorityclasses"]).ok().to_string();
+    let header: Vec<&str> = out
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        ["NAME", "VALUE", "GLOBAL-DEFAULT", "AGE", "PREEMPTIONPOLICY"]
+    );
+    assert!(
+        out.contains("system-cluster-critical   2000000000   false"),
+        "{out}"
+    );
+    assert!(
+        out.contains("system-node-critical      2000001000   false"),
+        "{out}"
+    );
+
+    let class = |name: &str, value: i64, extra: &str| {
+        format!("apiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata:\n  name: {name}\nvalue: {value}\n{extra}")
+    };
+    s.kubectl_stdin(
+        &["create", "-f", "-"],
+        &class("low", 10, "globalDefault: true\n"),
+    )
+    .ok();
+    s.kubectl_stdin(&["create", "-f", "-"], &class("high", 1000, ""))
+        .ok();
+    s.kubectl_stdin(
+        &["create", "-f", "-"],
+        &class("polite", 1000, "preemptionPolicy: Never\n"),
+    )
+    .ok();
+    let err = s
+        .kubectl_stdin(
+            &["create", "-f", "-"],
+            &class("other", 5, "globalDefault: true\n"),
+        )
+        .err()
+        .to_string();
+    assert!(
+        err.contains("PriorityClass low is already marked as default. Only one default can exist"),
+        "{err}"
+    );
+    let err = s
+        .kubectl_stdin(&["create", "-f", "-"], &class("system-mine", 5, ""))
+        .err()
+        .to_string();
+    assert!(
+        err.contains("priority class names with 'system-' prefix are reserved for system use only"),
+        "{err}"
+    );
+
+    // Priority admission.
+    let err = s
+        .kubectl_stdin(
+            &["create", "-f", "-"],
+            &pod_yaml("ghost", "100m", "  priorityClassName: nope\n"),
+        )
+        .err()
+        .to_string();
+    assert!(
+        err.contains("pods \"ghost\" is forbidden: no PriorityClass with name nope was found"),
+        "{err}"
+    );
+    let err = s
+        .kubectl_stdin(
+            &["create", "-f", "-"],
+            &pod_yaml("liar", "100m", "  priorityClassName: high\n  priority: 5\n"),
+        )
+        .err()
+        .to_string();
+    assert!(err.contains("the integer value of priority (5) must not be provided in pod spec; priority admission controller computed 1000 from the given PriorityClass name"), "{err}");
+
+    // One node full of default-priority (low) pods that go at once when deleted.
+    add_node(&s, "small", "2", &[], "");
+    for name in ["low-1", "low-2"] {
+        let extra = "  terminationGracePeriodSeconds: 0\n";
+        s.kubectl_stdin(&["create", "-f", "-"], &pod_yaml(name, "1", extra))
+            .ok();
+        assert_eq!(wait_bound(&s, name), "small");
+    }
+    let prio = s
+        .kubectl(&[
+            "get",
+            "pod",
+            "low-1",
+            "-o",
+            "jsonpath={.spec.priorityClassName} {.spec.priority} {.spec.preemptionPolicy}",
+        ])
+        .stdout;
+    assert_eq!(prio.trim(), "low 10 PreemptLowerPriority");
+
+    // A class that never preempts waits, and says why.
+    s.kubectl_stdin(
+        &["create", "-f", "-"],
+        &pod_yaml("polite", "1", "  priorityClassName: polite\n"),
+    )
+    .ok();
+    let want = "0/1 nodes are available: 1 Insufficient cpu. no new claims to deallocate, preemption: not eligible due to preemptionPolicy=Never.";
+    let ok = eventually(30, || events(&s, "polite", "FailedScheduling") == want);
+    assert!(
+        ok,
+        "FailedScheduling: {:?}",
+        events(&s, "polite", "FailedScheduling")
+    );
+
+    // A high-priority pod evicts exactly one low pod and takes its place.
+    s.kubectl_stdin(
+        &["create", "-f", "-"],
+        &pod_yaml("vip", "1", "  priorityClassName: high\n"),
+    )
+    .ok();
+    let uid = uid_of(&s, "vip");
+    assert_eq!(wait_bound(&s, "vip"), "small");
+    let left = s.kubectl(&["get", "pods", "-o", "name"]).ok().to_string();
+    let lows: Vec<&str> = left.lines().filter(|l| l.starts_with("pod/low-")).collect();
+    assert_eq!(lows.len(), 1, "one low pod preempted: {left}");
+    let victim = if lows[0] == "pod/low-1" {
+        "low-2"
+    } else {
+        "low-1"
+    };
+    let ok = eventually(10, || {
+        events(&s, victim, "Preempted") == format!("Preempted by pod {uid} on node small")
+    });
+    assert!(ok, "Preempted event: {:?}", events(&s, victim, "Preempted"));
+    assert_eq!(
+        events(&s, "vip", "FailedScheduling"),
+        "0/1 nodes are available: 1 Insufficient cpu.",
+        "after nominating, the post-filter adds nothing (as upstream)"
+    );
+    // The polite pod did not take the freed room.
+    assert_eq!(node_of(&s, "polite"), "");
+
+    // Event expiry: an event is gone once 30 s passed since its last update.
+    let ev = "apiVersion: v1\nkind: Event\nmetadata:\n  name: short-lived\ninvolvedObject:\n  kind: Pod\n  name: vip\n  namespace: default\nreason: Test\nmessage: expires\ntype: Normal\n";
+    s.kubectl_stdin(&["create", "-f", "-"], ev).ok();
+    let ok = eventually(90, || s.kubectl(&["get", "event", "short-lived"]).code != 0);
+    assert!(ok, "event not expired; log:\n{}", s.log());
 }

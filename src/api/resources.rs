@@ -855,6 +855,21 @@ pub static RESOURCES: &[Resource] = &[
             false,
         )
     },
+    // scheduling.k8s.io/v1
+    Resource {
+        short_names: &["pc"],
+        typed: typed::<k8s_openapi::api::scheduling::v1::PriorityClass>,
+        defaults: defaults::priority_class,
+        validate: validation::priority_class,
+        ..res(
+            "scheduling.k8s.io",
+            "v1",
+            "PriorityClass",
+            "priorityclasses",
+            "priorityclass",
+            false,
+        )
+    },
     // apiextensions.k8s.io/v1
     Resource {
         short_names: &["crd", "crds"],

@@ -117,6 +117,9 @@ pub async fn run_until(
         .ensure_system_namespaces()
         .await
         .map_err(|e| anyhow::anyhow!("creating system namespaces: {e}"))?;
+    scheduler::priority::ensure_system_classes(&registry)
+        .await
+        .map_err(|e| anyhow::anyhow!("creating the built-in PriorityClasses: {e}"))?;
     rbac::bootstrap::ensure_default_policy(&registry)
         .await
         .map_err(|e| anyhow::anyhow!("creating the default RBAC policy: {e}"))?;
@@ -283,6 +286,11 @@ pub async fn run_until(
             shutdown.clone(),
         )),
         tokio::spawn(controllers::gc::run(registry.clone(), shutdown.clone())),
+        tokio::spawn(controllers::events_ttl::run(
+            registry.clone(),
+            cfg.controllers.event_ttl,
+            shutdown.clone(),
+        )),
         tokio::spawn(rbac::aggregation::run(registry.clone(), shutdown.clone())),
         tokio::spawn(controllers::node_ipam::run(
             registry.clone(),

@@ -12,6 +12,7 @@
 mod batch;
 mod cluster;
 mod pod;
+mod scheduling;
 mod service;
 mod storage;
 mod tolerations;
@@ -22,6 +23,7 @@ use serde_json::{Map, Value};
 pub use batch::{cron_job, job, job_selector};
 pub use cluster::{namespace, node, secret};
 pub use pod::{pod, pod_spec, pod_template};
+pub use scheduling::priority_class;
 pub use service::{service, service_keep_allocated};
 pub use storage::{persistent_volume, persistent_volume_claim};
 pub use tolerations::{default_toleration_seconds, set_default_toleration_seconds};

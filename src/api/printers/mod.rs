@@ -15,6 +15,7 @@ mod events;
 mod network;
 mod pods;
 mod scaling;
+mod scheduling;
 mod storage;
 mod text;
 mod workloads;
@@ -149,6 +150,7 @@ fn printer(group: &str, plural: &str) -> Option<&'static Printer> {
         ("", "persistentvolumes") => &storage::PERSISTENTVOLUMES,
         ("", "persistentvolumeclaims") => &storage::PERSISTENTVOLUMECLAIMS,
         ("storage.k8s.io", "storageclasses") => &storage::STORAGECLASSES,
+        ("scheduling.k8s.io", "priorityclasses") => &scheduling::PRIORITYCLASSES,
         ("apps", "deployments") => &workloads::DEPLOYMENTS,
         ("apps", "replicasets") => &workloads::REPLICASETS,
         ("", "replicationcontrollers") => &workloads::REPLICATIONCONTROLLERS,
@@ -258,6 +260,7 @@ mod tests {
             ("", "persistentvolumes"),
             ("", "persistentvolumeclaims"),
             ("storage.k8s.io", "storageclasses"),
+            ("scheduling.k8s.io", "priorityclasses"),
             ("apps", "deployments"),
             ("apps", "replicasets"),
             ("", "replicationcontrollers"),

@@ -44,7 +44,8 @@ use k8s_openapi::api::{
     apps::v1 as apps, autoscaling::v1 as autoscaling_v1, autoscaling::v2 as autoscaling_v2,
     batch::v1 as batch, certificates::v1 as certificates, coordination::v1 as coordination,
     core::v1 as core, discovery::v1 as discovery, events::v1 as events,
-    networking::v1 as networking, policy::v1 as policy, rbac::v1 as rbac, storage::v1 as storage,
+    networking::v1 as networking, policy::v1 as policy, rbac::v1 as rbac,
+    scheduling::v1 as scheduling, storage::v1 as storage,
 };
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiextensions;
 
@@ -88,6 +89,7 @@ pub(super) static KINDS: &[KindType] = &[
     entry::<rbac::ClusterRole>(),
     entry::<rbac::RoleBinding>(),
     entry::<rbac::Role>(),
+    entry::<scheduling::PriorityClass>(),
     entry::<storage::StorageClass>(),
     entry::<apiextensions::CustomResourceDefinition>(),
 ];

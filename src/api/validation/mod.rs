@@ -20,6 +20,7 @@ mod pod;
 mod pod_update;
 mod probe;
 pub mod quantity;
+pub mod scheduling;
 mod service;
 mod storage;
 mod volume;
@@ -41,6 +42,7 @@ pub use names::{
     is_valid_cidr, is_valid_ip, is_valid_label_value, is_valid_port_name, is_valid_port_num,
 };
 pub use pod::{pod, pod_spec, template as pod_template};
+pub use scheduling::priority_class;
 pub use service::service;
 pub use storage::{persistent_volume, persistent_volume_claim};
 pub use workloads::{daemon_set, deployment, replica_set, replication_controller, stateful_set};

@@ -204,25 +204,32 @@ impl EventRecorder {
     }
 }
 
+/// A registry on a fresh SQLite store with the system namespaces, for the tests of the
+/// event code.
+#[cfg(test)]
+pub(crate) async fn test_registry() -> (Registry, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = crate::server::store::sqlite::SqliteStore::open(
+        &dir.path().join("state.db"),
+        crate::server::store::sqlite::StoreOptions::default(),
+    )
+    .await
+    .expect("open store");
+    let registry = Registry::new(store);
+    registry
+        .ensure_system_namespaces()
+        .await
+        .expect("namespaces");
+    (registry, dir)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::server::registry::ListOptions;
 
     async fn registry() -> (Registry, tempfile::TempDir) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = crate::server::store::sqlite::SqliteStore::open(
-            &dir.path().join("state.db"),
-            crate::server::store::sqlite::StoreOptions::default(),
-        )
-        .await
-        .expect("open store");
-        let registry = Registry::new(store);
-        registry
-            .ensure_system_namespaces()
-            .await
-            .expect("namespaces");
-        (registry, dir)
+        test_registry().await
     }
 
     fn rs() -> Value {

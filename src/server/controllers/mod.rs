@@ -10,6 +10,7 @@ pub mod disruption;
 pub mod endpoints;
 pub mod endpointslices;
 pub mod events;
+pub mod events_ttl;
 pub mod gc;
 pub mod hpa;
 pub mod hpa_metrics;

@@ -129,6 +129,10 @@ impl Registry {
         (res.defaults)(&mut obj);
         if res.plural == "pods" && res.group.is_empty() {
             crate::server::serviceaccount::admission::admit_pod(self, ns, &mut obj).await?;
+            crate::server::scheduler::priority::admit_pod(self, &mut obj).await?;
+        }
+        if res.plural == "priorityclasses" && res.group == "scheduling.k8s.io" {
+            crate::server::scheduler::priority::admit_class(self, &obj).await?;
         }
         let meta_map = meta::metadata_mut(&mut obj);
         meta_map.insert("uid".into(), json!(meta::new_uid()));

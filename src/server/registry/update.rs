@@ -379,6 +379,15 @@ impl Registry {
         (res.typed)(&new).map_err(|e| decode_error(res, &e))?;
         (res.defaults)(&mut new);
         (res.on_update)(&mut new, old);
+        if res.group.is_empty() && res.plural == "pods" {
+            crate::server::scheduler::priority::keep_on_update(&mut new, old);
+        }
+        if target == Target::Main
+            && res.plural == "priorityclasses"
+            && res.group == "scheduling.k8s.io"
+        {
+            crate::server::scheduler::priority::admit_class(self, &new).await?;
+        }
         // Held until the write is done (see create).
         let _allocated = match self.service_allocator() {
             Some(a)

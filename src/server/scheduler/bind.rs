@@ -86,6 +86,14 @@ pub async fn pod_event(
     message: &str,
     component: &str,
 ) -> Option<String> {
+    let event = json!({"type": type_, "reason": reason, "message": message,
+                       "source": {"component": component}, "reportingComponent": component});
+    write_pod_event(registry, pod, event).await
+}
+
+/// Writes an event about `pod`: `fields` (type, reason, message, source, ...) plus the
+/// name, involved object, timestamps and count every event has.
+async fn write_pod_event(registry: &Registry, pod: &Value, mut event: Value) -> Option<String> {
     let ns = meta::namespace(pod);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -93,7 +101,7 @@ pub async fn pod_event(
         .unwrap_or(0);
     let name = format!("{}.{nanos:x}", meta::name(pod));
     let now = meta::now_rfc3339();
-    let event = json!({
+    let common = json!({
         "apiVersion": "v1",
         "kind": "Event",
         "metadata": {"name": name, "namespace": ns},
@@ -102,16 +110,17 @@ pub async fn pod_event(
             "name": meta::name(pod), "uid": meta::uid(pod),
             "resourceVersion": pod["metadata"]["resourceVersion"],
         },
-        "type": type_,
-        "reason": reason,
-        "message": message,
-        "source": {"component": component},
-        "reportingComponent": component,
         "reportingInstance": "",
         "firstTimestamp": now,
         "lastTimestamp": now,
         "count": 1,
     });
+    if let (Some(e), Some(c)) = (event.as_object_mut(), common.as_object()) {
+        for (k, v) in c {
+            e.insert(k.clone(), v.clone());
+        }
+    }
+    let reason = event["reason"].as_str().unwrap_or("").to_string();
     match registry
         .create(
             builtin("", "v1", "events"),
@@ -146,8 +155,16 @@ impl FailureEvents {
         self.last.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Records a failed attempt: the `PodScheduled=False` condition and the event.
-    pub async fn record(&self, registry: &Registry, pod: &Value, message: &str, component: &str) {
+    /// Records a failed attempt: the `PodScheduled=False` condition, the nominated node
+    /// (`Some("")` clears it) and the event.
+    pub async fn record(
+        &self,
+        registry: &Registry,
+        pod: &Value,
+        message: &str,
+        component: &str,
+        nominated: Option<&str>,
+    ) {
         let (ns, name) = (meta::namespace(pod), meta::name(pod));
         let now = meta::now_rfc3339();
         let r = registry
@@ -160,6 +177,15 @@ impl FailureEvents {
                     json!({"type": "PodScheduled", "status": "False", "lastProbeTime": null,
                            "lastTransitionTime": now, "reason": "Unschedulable", "message": message}),
                 );
+                match nominated {
+                    Some("") => {
+                        if let Some(st) = p["status"].as_object_mut() {
+                            st.remove("nominatedNodeName");
+                        }
+                    }
+                    Some(node) => p["status"]["nominatedNodeName"] = json!(node),
+                    None => {}
+                }
                 Ok(())
             })
             .await;
@@ -195,5 +221,63 @@ impl FailureEvents {
         {
             self.lock().insert(key, (event, message.to_string()));
         }
+    }
+}
+
+/// Evicts one preemption victim as upstream's scheduler does: the `DisruptionTarget`
+/// condition (reason `PreemptionByScheduler`), a graceful delete, and a `Preempted`
+/// event on the victim naming the preemptor's uid and the node.
+pub async fn preempt_victim(
+    registry: &Registry,
+    victim_ns: &str,
+    victim_name: &str,
+    preemptor: &Value,
+    node: &str,
+) -> Result<(), ApiError> {
+    let scheduler = preemptor["spec"]["schedulerName"]
+        .as_str()
+        .unwrap_or(super::DEFAULT_SCHEDULER);
+    let now = meta::now_rfc3339();
+    let pods = builtin("", "v1", "pods");
+    let victim = registry
+        .update_with(pods, victim_ns, victim_name, |p| {
+            set_condition(
+                p,
+                json!({"type": "DisruptionTarget", "status": "True", "lastProbeTime": null,
+                       "lastTransitionTime": now, "reason": "PreemptionByScheduler",
+                       "message": format!("{scheduler}: preempting to accommodate a higher priority pod")}),
+            );
+            Ok(())
+        })
+        .await?;
+    registry
+        .delete(pods, victim_ns, victim_name, &Default::default())
+        .await?;
+    let message = format!("Preempted by pod {} on node {node}", meta::uid(preemptor));
+    let related = json!({
+        "apiVersion": "v1", "kind": "Pod", "namespace": meta::namespace(preemptor),
+        "name": meta::name(preemptor), "uid": meta::uid(preemptor),
+    });
+    let component = super::DEFAULT_SCHEDULER;
+    let event = json!({"type": "Normal", "reason": "Preempted", "message": message,
+                       "action": "Preempting", "related": related,
+                       "source": {"component": component}, "reportingComponent": component});
+    write_pod_event(registry, &victim, event).await;
+    Ok(())
+}
+
+/// Clears a pending pod's `status.nominatedNodeName` (its nomination was taken over by
+/// a pod of higher priority).
+pub async fn clear_nomination(registry: &Registry, namespace: &str, name: &str) {
+    let r = registry
+        .update_with(builtin("", "v1", "pods"), namespace, name, |p| {
+            if let Some(st) = p["status"].as_object_mut() {
+                st.remove("nominatedNodeName");
+            }
+            Ok(())
+        })
+        .await;
+    if let Err(e) = r {
+        tracing::debug!(error = %e, pod = name, "cannot clear nominatedNodeName");
     }
 }

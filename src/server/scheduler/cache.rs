@@ -19,6 +19,9 @@ pub struct Cache {
     assumed: HashSet<String>,
     /// Placed pods that carry required anti-affinity terms.
     anti_affinity: HashSet<String>,
+    /// Pending pods nominated to a node by preemption: pod key → (node, pod). They
+    /// reserve room there against pods of lower or equal priority.
+    nominated: HashMap<String, (String, Arc<PodInfo>)>,
 }
 
 /// What changed about a node, for deciding whether waiting pods should retry.
@@ -171,8 +174,43 @@ impl Cache {
             .collect()
     }
 
-    /// Forgets everything (before a rebuild from the informers).
+    /// Forgets everything but the nominations (before a rebuild from the informers).
     pub fn clear(&mut self) {
+        let nominated = std::mem::take(&mut self.nominated);
         *self = Cache::default();
+        self.nominated = nominated;
+    }
+
+    /// Nominates a pending pod to `node` (replacing an earlier nomination).
+    pub fn nominate(&mut self, pod: Arc<PodInfo>, node: &str) {
+        self.nominated.insert(pod.key(), (node.to_string(), pod));
+    }
+
+    /// Drops a pod's nomination. Returns the node it was nominated to.
+    pub fn unnominate(&mut self, key: &str) -> Option<String> {
+        self.nominated.remove(key).map(|(n, _)| n)
+    }
+
+    /// The node a pod is nominated to.
+    pub fn nominated_node(&self, key: &str) -> Option<&str> {
+        self.nominated.get(key).map(|(n, _)| n.as_str())
+    }
+
+    /// Pods nominated to `node`, except `except`.
+    pub fn nominated_on<'a>(
+        &'a self,
+        node: &'a str,
+        except: &'a str,
+    ) -> impl Iterator<Item = &'a Arc<PodInfo>> + 'a {
+        self.nominated
+            .iter()
+            .filter(move |(k, (n, _))| n == node && k.as_str() != except)
+            .map(|(_, (_, p))| p)
+    }
+
+    /// Whether any pod is nominated anywhere (the filters skip the reservation work
+    /// otherwise).
+    pub fn has_nominations(&self) -> bool {
+        !self.nominated.is_empty()
     }
 }

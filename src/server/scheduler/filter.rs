@@ -5,7 +5,7 @@
 //! of reasons, then the post-filter (preemption) summary).
 
 use super::cache::Cache;
-use super::types::{tolerated, NodeInfo, PodInfo, Taint};
+use super::types::{tolerated, NodeInfo, PodInfo, Resources, Taint};
 use std::collections::BTreeMap;
 
 /// The taint a cordoned node is treated as having.
@@ -72,7 +72,7 @@ pub fn filter(pod: &PodInfo, node: &NodeInfo, cache: &Cache) -> Vec<Failure> {
             "node(s) didn't have free ports for the requested pod ports",
         )];
     }
-    let fit = resources_fit(pod, node);
+    let fit = resources_fit(pod, node, &reserved(pod, node, cache));
     if !fit.is_empty() {
         return fit;
     }
@@ -90,13 +90,33 @@ pub fn node_affinity_fits(pod: &PodInfo, node: &NodeInfo) -> bool {
             .is_none_or(|terms| terms.iter().any(|t| t.matches(node)))
 }
 
-fn resources_fit(pod: &PodInfo, node: &NodeInfo) -> Vec<Failure> {
+/// Room held on a node by pods nominated there (after preemption) with at least the
+/// incoming pod's priority: what they need and how many they are (upstream's
+/// RunFilterPluginsWithNominatedPods, for resources).
+fn reserved(pod: &PodInfo, node: &NodeInfo, cache: &Cache) -> (Resources, i64) {
+    let mut sum = (Resources::default(), 0);
+    if !cache.has_nominations() {
+        return sum;
+    }
+    let key = pod.key();
+    for p in cache.nominated_on(&node.name, &key) {
+        if p.priority >= pod.priority {
+            sum.0.add(&p.requests);
+            sum.1 += 1;
+        }
+    }
+    sum
+}
+
+fn resources_fit(pod: &PodInfo, node: &NodeInfo, reserved: &(Resources, i64)) -> Vec<Failure> {
     let mut out = Vec::new();
-    if node.pods.len() as i64 + 1 > node.max_pods {
+    if node.pods.len() as i64 + reserved.1 + 1 > node.max_pods {
         out.push(resolvable("Too many pods"));
     }
     let r = &pod.requests;
-    let (a, u) = (&node.allocatable, &node.requested);
+    let mut u = node.requested;
+    u.add(&reserved.0);
+    let (a, u) = (&node.allocatable, &u);
     if r.milli_cpu > 0 && r.milli_cpu > a.milli_cpu - u.milli_cpu {
         out.push(resolvable("Insufficient cpu"));
     }
@@ -130,6 +150,10 @@ fn inter_pod_affinity(pod: &PodInfo, node: &NodeInfo, cache: &Cache) -> Vec<Fail
         let Some((other, other_node)) = cache.assigned(other_key) else {
             continue;
         };
+        // A victim taken off a copy of this node during preemption no longer counts.
+        if other_node.name == node.name && !node.pods.contains_key(other_key) {
+            continue;
+        }
         for term in &other.anti_affinity {
             if term.selects(pod)
                 && other_node.label(&term.topology_key).is_some()
@@ -176,54 +200,74 @@ pub struct Diagnosis {
     pub nodes: usize,
     /// Reason → number of nodes.
     pub reasons: BTreeMap<&'static str, usize>,
-    /// Nodes where preemption could help (only resolvable failures).
-    pub resolvable_nodes: usize,
+    /// Nodes where preemption could help (only resolvable failures), in visit order.
+    pub potential: Vec<String>,
 }
+
+/// What the DynamicResources post-filter (which runs before preemption) says when it
+/// has nothing to do.
+const NO_CLAIMS: &str = "no new claims to deallocate";
 
 impl Diagnosis {
     /// Records one node's failures.
-    pub fn add(&mut self, failures: &[Failure]) {
+    pub fn add(&mut self, node: &str, failures: &[Failure]) {
         for f in failures {
             *self.reasons.entry(f.reason).or_insert(0) += 1;
         }
         if failures.iter().all(|f| f.resolvable) {
-            self.resolvable_nodes += 1;
+            self.potential.push(node.to_string());
         }
     }
 
-    /// The `FailedScheduling` message, as upstream's scheduler (v1.35, with its
-    /// dynamic-resources and default-preemption post-filters) words it. No pod here has
-    /// a lower priority to preempt, so resolvable nodes report no victims.
-    pub fn message(&self) -> String {
+    /// `0/3 nodes are available: 1 Insufficient cpu, 2 ...` (or upstream's text when
+    /// there are no nodes).
+    pub fn filter_message(&self) -> String {
         if self.nodes == 0 {
             return "no nodes available to schedule pods".to_string();
         }
-        let n = self.nodes;
-        let mut msg = format!(
-            "0/{n} nodes are available: {}.",
+        format!(
+            "0/{} nodes are available: {}.",
+            self.nodes,
             histogram(self.reasons.iter().map(|(r, c)| (*r, *c)))
-        );
-        let unresolvable = n - self.resolvable_nodes;
-        let mut post = Vec::new();
-        if unresolvable > 0 {
-            post.push(("Preemption is not helpful for scheduling", unresolvable));
+        )
+    }
+
+    /// The `FailedScheduling` message, as upstream's scheduler (v1.35, with its
+    /// dynamic-resources and default-preemption post-filters) words it: `preemption`
+    /// is the preemption plugin's text, None when it nominated a node (it then says
+    /// nothing).
+    pub fn message_with(&self, preemption: Option<&str>) -> String {
+        let mut msg = self.filter_message();
+        if self.nodes > 0 {
+            if let Some(p) = preemption {
+                msg.push_str(&format!(" {NO_CLAIMS}, preemption: {p}"));
+            }
         }
-        if self.resolvable_nodes > 0 {
-            post.push((
-                "No preemption victims found for incoming pod",
-                self.resolvable_nodes,
-            ));
-        }
-        msg.push_str(&format!(
-            " no new claims to deallocate, preemption: 0/{n} nodes are available: {}.",
-            histogram(post.into_iter())
-        ));
         msg
+    }
+
+    /// The message when no node holds a pod of lower priority: resolvable nodes have
+    /// no victims, the others are not helped by preemption.
+    pub fn message(&self) -> String {
+        let n = self.nodes;
+        let resolvable = self.potential.len();
+        let mut post = Vec::new();
+        if n > resolvable {
+            post.push(("Preemption is not helpful for scheduling", n - resolvable));
+        }
+        if resolvable > 0 {
+            post.push(("No preemption victims found for incoming pod", resolvable));
+        }
+        let p = format!(
+            "0/{n} nodes are available: {}.",
+            histogram(post.into_iter())
+        );
+        self.message_with(Some(&p))
     }
 }
 
 /// "1 Insufficient cpu, 2 node(s) had ..." sorted as strings, as upstream does.
-fn histogram<'a>(items: impl Iterator<Item = (&'a str, usize)>) -> String {
+pub fn histogram<'a>(items: impl Iterator<Item = (&'a str, usize)>) -> String {
     let mut parts: Vec<String> = items.map(|(r, c)| format!("{c} {r}")).collect();
     parts.sort();
     parts.join(", ")
@@ -239,9 +283,9 @@ mod tests {
             nodes: 3,
             ..Default::default()
         };
-        d.add(&[resolvable("Insufficient cpu")]);
-        d.add(&[unresolvable("node(s) had untolerated taint(s)")]);
-        d.add(&[unresolvable("node(s) had untolerated taint(s)")]);
+        d.add("a", &[resolvable("Insufficient cpu")]);
+        d.add("b", &[unresolvable("node(s) had untolerated taint(s)")]);
+        d.add("c", &[unresolvable("node(s) had untolerated taint(s)")]);
         assert_eq!(
             d.message(),
             "0/3 nodes are available: 1 Insufficient cpu, 2 node(s) had untolerated taint(s). \

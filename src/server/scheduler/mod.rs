@@ -6,21 +6,28 @@
 //! ([`filter`]) a sample of the nodes (all of them below 100, like upstream's
 //! percentageOfNodesToScore), scores ([`score`]) the feasible ones, assumes the pod on
 //! the winner and hands the binding to a bounded set of concurrent tasks, so that
-//! decisions never wait for the store. Pods that fit nowhere get `FailedScheduling`
-//! and `PodScheduled=False` and wait until a node or a placed pod changes (or 30 s).
+//! decisions never wait for the store. Pods that fit nowhere may preempt pods of lower
+//! priority ([`preempt`]): the victims are deleted and the pod is nominated to their
+//! node. Pods that fit nowhere get `FailedScheduling` and `PodScheduled=False` and wait
+//! until a node or a placed pod changes (or 30 s).
 
 pub mod bind;
 mod cache;
+mod decide;
 pub mod filter;
+pub mod preempt;
+pub mod priority;
 mod score;
+pub mod terms;
 pub mod types;
 pub mod volumes;
 
 use crate::api::meta;
 use crate::server::informer::{builtin, Informer, InformerEvent, Informers, ObjectKey, WorkQueue};
 use crate::server::registry::Registry;
-use cache::{Cache, NodeChange};
-use filter::Diagnosis;
+use cache::NodeChange;
+use decide::Core;
+use preempt::{Budget, Outcome};
 use serde_json::Value;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -41,15 +48,6 @@ fn ours(scheduler_name: &str) -> bool {
     scheduler_name == DEFAULT_SCHEDULER || scheduler_name == K3RS_SCHEDULER
 }
 
-/// How many feasible nodes are enough (upstream's adaptive percentageOfNodesToScore).
-fn nodes_to_find(n: usize) -> usize {
-    if n < 100 {
-        return n;
-    }
-    let pct = 50usize.saturating_sub(n / 125).max(5);
-    (n * pct / 100).max(100)
-}
-
 struct BindOutcome {
     key: ObjectKey,
     result: Result<(), crate::api::ApiError>,
@@ -59,15 +57,14 @@ struct Scheduler {
     registry: Registry,
     pods: Informer,
     nodes: Informer,
+    budgets: Informer,
     volumes: volumes::VolumeInformers,
-    cache: Cache,
+    core: Core,
     queue: WorkQueue<ObjectKey>,
     unschedulable: HashSet<ObjectKey>,
     failures: Arc<bind::FailureEvents>,
     binds: Arc<Semaphore>,
     outcomes: mpsc::UnboundedSender<BindOutcome>,
-    next_start: usize,
-    rng: u64,
 }
 
 /// Runs the scheduler until `shutdown` flips.
@@ -76,28 +73,31 @@ pub async fn run(informers: Informers, mut shutdown: watch::Receiver<bool>) {
     let nodes = informers.get(builtin("", "v1", "nodes"));
     let mut pod_events = pods.subscribe();
     let mut node_events = nodes.subscribe();
+    let budgets = informers.get(builtin("policy", "v1", "poddisruptionbudgets"));
     let vols = volumes::VolumeInformers::new(&informers);
     let [mut claim_events, mut volume_events] = vols.subscribe();
     pods.wait_synced().await;
     nodes.wait_synced().await;
+    budgets.wait_synced().await;
     vols.wait_synced().await;
     let (outcomes, mut outcome_rx) = mpsc::unbounded_channel();
     let mut s = Scheduler {
         registry: informers.registry().clone(),
         pods,
         nodes,
+        budgets,
         volumes: vols,
-        cache: Cache::default(),
+        core: Core::new(
+            0x9e37_79b9_7f4a_7c15
+                ^ meta::random_bytes::<8>()
+                    .iter()
+                    .fold(0u64, |a, b| a << 8 | *b as u64),
+        ),
         queue: WorkQueue::new(),
         unschedulable: HashSet::new(),
         failures: Default::default(),
         binds: Arc::new(Semaphore::new(BIND_CONCURRENCY)),
         outcomes,
-        next_start: 0,
-        rng: 0x9e37_79b9_7f4a_7c15
-            ^ meta::random_bytes::<8>()
-                .iter()
-                .fold(0u64, |a, b| a << 8 | *b as u64),
     };
     s.rebuild();
     tracing::info!("scheduler started");
@@ -127,17 +127,17 @@ impl Scheduler {
     /// Rebuilds the node infos from the informers (start, and after missed events),
     /// keeping the pods whose binding is still in flight.
     fn rebuild(&mut self) {
-        let assumed = self.cache.assumed_pods();
-        self.cache.clear();
+        let assumed = self.core.cache.assumed_pods();
+        self.core.cache.clear();
         for n in self.nodes.list_all() {
-            self.cache.set_node(&n);
+            self.core.cache.set_node(&n);
         }
         for p in self.pods.list_all() {
             self.pod_changed(&p, None);
         }
         for (pod, node) in assumed {
-            if !self.cache.is_placed(&pod.key()) {
-                self.cache.add_pod(pod, &node, true);
+            if !self.core.cache.is_placed(&pod.key()) {
+                self.core.cache.add_pod(pod, &node, true);
             }
         }
     }
@@ -151,11 +151,11 @@ impl Scheduler {
     fn node_event(&mut self, ev: InformerEvent) {
         match ev {
             InformerEvent::Added(n) | InformerEvent::Updated { new: n, .. } => {
-                if self.cache.set_node(&n) == NodeChange::Relevant {
+                if self.core.cache.set_node(&n) == NodeChange::Relevant {
                     self.retry_unschedulable();
                 }
             }
-            InformerEvent::Deleted(n) => self.cache.remove_node(meta::name(&n)),
+            InformerEvent::Deleted(n) => self.core.cache.remove_node(meta::name(&n)),
             InformerEvent::Resync => self.rebuild(),
         }
     }
@@ -168,7 +168,8 @@ impl Scheduler {
                 let key = ObjectKey::of(&p);
                 self.unschedulable.remove(&key);
                 self.failures.forget(&key.to_string());
-                if self.cache.remove_pod(&key.to_string()) {
+                self.core.cache.unnominate(&key.to_string());
+                if self.core.cache.remove_pod(&key.to_string()) {
                     // Freed resources, ports or affinity: waiting pods may fit now.
                     self.retry_unschedulable();
                 }
@@ -180,15 +181,24 @@ impl Scheduler {
     fn pod_changed(&mut self, p: &Value, old: Option<&Value>) {
         let info = PodInfo::parse(p);
         let key = ObjectKey::of(p);
+        if !info.node_name.is_empty() || info.deleting {
+            self.core.cache.unnominate(&key.to_string());
+        } else if !info.nominated_node.is_empty()
+            && self.core.cache.nominated_node(&key.to_string()).is_none()
+        {
+            // Nominated before (by this scheduler or an earlier leader): keep the room.
+            let node = info.nominated_node.clone();
+            self.core.cache.nominate(Arc::new(info.clone()), &node);
+        }
         if !info.node_name.is_empty() {
             self.unschedulable.remove(&key);
             if info.finished {
-                if self.cache.remove_pod(&key.to_string()) {
+                if self.core.cache.remove_pod(&key.to_string()) {
                     self.retry_unschedulable();
                 }
             } else {
                 let node = info.node_name.clone();
-                self.cache.add_pod(Arc::new(info), &node, false);
+                self.core.cache.add_pod(Arc::new(info), &node, false);
             }
             return;
         }
@@ -216,8 +226,8 @@ impl Scheduler {
                 self.failures.forget(&key);
             }
             Err(e) => {
-                if self.cache.is_assumed(&key) {
-                    self.cache.remove_pod(&key);
+                if self.core.cache.is_assumed(&key) {
+                    self.core.cache.remove_pod(&key);
                 }
                 // 409: bound by someone else or being deleted; the informer tells the rest.
                 if e.code != 409 && e.code != 404 {
@@ -226,72 +236,6 @@ impl Scheduler {
                 }
             }
         }
-    }
-
-    fn random(&mut self) -> u64 {
-        // xorshift64: tie-breaking only, no security role.
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        self.rng
-    }
-
-    /// Picks a node, or explains why none fits.
-    fn find_node(
-        &mut self,
-        pod: &PodInfo,
-        claims: &volumes::PodClaims,
-    ) -> Result<String, Diagnosis> {
-        let n = self.cache.node_count();
-        let mut diag = Diagnosis {
-            nodes: n,
-            ..Default::default()
-        };
-        let want = nodes_to_find(n);
-        let mut feasible = Vec::new();
-        let start = self.next_start;
-        let mut visited = 0;
-        for i in 0..n {
-            visited += 1;
-            let Some(node) = self.cache.node_at((start + i) % n) else {
-                continue;
-            };
-            let mut failures = filter::filter(pod, node, &self.cache);
-            if failures.is_empty() {
-                failures.extend(claims.filter(node));
-            }
-            if failures.is_empty() {
-                feasible.push(node);
-                if feasible.len() >= want {
-                    break;
-                }
-            } else {
-                diag.add(&failures);
-            }
-        }
-        if n > 0 {
-            self.next_start = (start + visited) % n;
-        }
-        if feasible.is_empty() {
-            return Err(diag);
-        }
-        if feasible.len() == 1 {
-            return Ok(feasible[0].name.clone());
-        }
-        let scores = score::score(pod, &feasible, &self.cache);
-        let names: Vec<String> = feasible.iter().map(|n| n.name.clone()).collect();
-        let best = scores.iter().copied().max().unwrap_or(0);
-        let mut chosen = 0;
-        let mut ties = 0u64;
-        for (i, s) in scores.iter().enumerate() {
-            if *s == best {
-                ties += 1;
-                if self.random() % ties == 0 {
-                    chosen = i;
-                }
-            }
-        }
-        Ok(names[chosen].clone())
     }
 
     async fn schedule_one(&mut self, key: &ObjectKey) {
@@ -303,20 +247,19 @@ impl Scheduler {
         if !info.node_name.is_empty()
             || info.deleting
             || !ours(&info.scheduler_name)
-            || self.cache.is_placed(&skey)
+            || self.core.cache.is_placed(&skey)
         {
             return;
         }
         let claims = match volumes::PodClaims::of(&obj, &self.volumes) {
             Ok(c) => c,
             Err(reason) => {
-                let msg = volumes::prefilter_message(self.cache.node_count(), &reason);
-                return self.unschedulable_now(key, obj, msg);
+                let msg = volumes::prefilter_message(self.core.cache.node_count(), &reason);
+                return self.unschedulable_now(key, obj, msg, None);
             }
         };
-        match self.find_node(&info, &claims) {
+        match self.core.place(info.clone(), Some(&claims)) {
             Ok(node) => {
-                self.cache.add_pod(Arc::new(info), &node, true);
                 let Ok(permit) = self.binds.clone().acquire_owned().await else {
                     return;
                 };
@@ -350,18 +293,86 @@ impl Scheduler {
                     }
                 });
             }
-            Err(diag) => self.unschedulable_now(key, obj, diag.message()),
+            Err(diag) => self.post_filter(key, obj, &info, diag),
         }
     }
 
-    /// Parks a pod that fits nowhere and reports why (`FailedScheduling`).
-    fn unschedulable_now(&mut self, key: &ObjectKey, obj: Arc<Value>, msg: String) {
+    /// Preemption for a pod that fits nowhere, then the `FailedScheduling` report.
+    fn post_filter(
+        &mut self,
+        key: &ObjectKey,
+        obj: Arc<Value>,
+        info: &PodInfo,
+        diag: filter::Diagnosis,
+    ) {
+        let budgets: Vec<Budget> = if diag.potential.is_empty() {
+            Vec::new()
+        } else {
+            self.budgets
+                .list_all()
+                .iter()
+                .map(|b| Budget::parse(b))
+                .collect()
+        };
+        let (outcome, displaced) = self.core.preempt(info, &diag, &budgets);
+        for k in displaced {
+            if let Some((ns, name)) = k.split_once('/') {
+                let (registry, ns, name) =
+                    (self.registry.clone(), ns.to_string(), name.to_string());
+                tokio::spawn(async move { bind::clear_nomination(&registry, &ns, &name).await });
+            }
+        }
+        match outcome {
+            Outcome::Nominate(c) => {
+                tracing::info!(pod = %key, node = %c.node, victims = c.victims.len(), "preempting pods of lower priority");
+                let msg = diag.message_with(None);
+                let node = c.node.clone();
+                let (registry, preemptor) = (self.registry.clone(), obj.clone());
+                tokio::spawn(async move {
+                    for v in c.victims.iter().filter(|v| !v.deleting) {
+                        if let Err(e) = bind::preempt_victim(
+                            &registry,
+                            &v.namespace,
+                            &v.name,
+                            &preemptor,
+                            &c.node,
+                        )
+                        .await
+                        {
+                            tracing::debug!(victim = %v.key(), error = %e, "cannot preempt");
+                        }
+                    }
+                });
+                self.unschedulable_now(key, obj, msg, Some(node));
+            }
+            Outcome::Fail { message, clear } => {
+                let msg = diag.message_with(Some(&message));
+                self.unschedulable_now(key, obj, msg, clear.then(String::new));
+            }
+        }
+    }
+
+    /// Parks a pod that fits nowhere and reports why (`FailedScheduling`), with the
+    /// node it is nominated to (`Some("")`: clear a nomination).
+    fn unschedulable_now(
+        &mut self,
+        key: &ObjectKey,
+        obj: Arc<Value>,
+        msg: String,
+        nominated: Option<String>,
+    ) {
         tracing::debug!(pod = %key, message = %msg, "pod is unschedulable");
         self.unschedulable.insert(key.clone());
         let (registry, failures) = (self.registry.clone(), self.failures.clone());
         tokio::spawn(async move {
             failures
-                .record(&registry, &obj, &msg, DEFAULT_SCHEDULER)
+                .record(
+                    &registry,
+                    &obj,
+                    &msg,
+                    DEFAULT_SCHEDULER,
+                    nominated.as_deref(),
+                )
                 .await;
         });
     }
