@@ -14,8 +14,11 @@ use super::Snapshot;
 /// How a family's value is read from a container's stats.
 type Reader = fn(&super::ContainerStats) -> Option<f64>;
 
+/// Reads one counter of an interface.
+type Counter = fn(&Interface) -> u64;
+
 /// cAdvisor's network families: name, help, and the counter they expose.
-const NETWORK: [(&str, &str, fn(&Interface) -> u64); 8] = [
+const NETWORK: [(&str, &str, Counter); 8] = [
     (
         "container_network_receive_bytes_total",
         "Cumulative count of bytes received",

@@ -104,10 +104,11 @@ pub async fn handle(
     resp
 }
 
-fn header_str<'a>(h: &'a HeaderMap, name: header::HeaderName) -> &'a str {
+fn header_str(h: &HeaderMap, name: header::HeaderName) -> &str {
     h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn handle_inner(
     state: &Arc<AppState>,
     who: &Identity,
@@ -174,7 +175,7 @@ async fn handle_inner(
                 Ok(encode_value(
                     StatusCode::OK,
                     &out(reg
-                        .update(res, ns, &info.name, stored(obj), Target::Status, &write)
+                        .update(res, ns, &info.name, stored(obj), Target::Status, write)
                         .await?),
                     enc,
                 ))
@@ -196,12 +197,12 @@ async fn handle_inner(
                             ptype,
                             &patch,
                             Target::Status,
-                            &write,
+                            write,
                         )
                         .await?
                     }
                     None => {
-                        reg.patch(res, ns, &info.name, ptype, &patch, Target::Status, &write)
+                        reg.patch(res, ns, &info.name, ptype, &patch, Target::Status, write)
                             .await?
                     }
                 };
@@ -217,7 +218,7 @@ async fn handle_inner(
                     body,
                     declared_len,
                     &content_type,
-                    &write,
+                    write,
                     enc,
                 )
                 .await
@@ -336,8 +337,8 @@ async fn handle_inner(
             }
             let raw_json = (!content_type.contains("yaml") && !content_type.contains("protobuf"))
                 .then_some(&raw[..]);
-            check_fields(served, &obj, raw_json, None, &write)?;
-            let created = reg.create(res, ns, stored(obj), &write).await?;
+            check_fields(served, &obj, raw_json, None, write)?;
+            let created = reg.create(res, ns, stored(obj), write).await?;
             Ok(encode_value(StatusCode::CREATED, &out(created), enc))
         }
         "update" => {
@@ -345,9 +346,9 @@ async fn handle_inner(
             let obj = body::decode_object(&raw, &content_type)?;
             let raw_json = (!content_type.contains("yaml") && !content_type.contains("protobuf"))
                 .then_some(&raw[..]);
-            check_fields(served, &obj, raw_json, None, &write)?;
+            check_fields(served, &obj, raw_json, None, write)?;
             let updated = reg
-                .update(res, ns, &info.name, stored(obj), Target::Main, &write)
+                .update(res, ns, &info.name, stored(obj), Target::Main, write)
                 .await?;
             Ok(encode_value(StatusCode::OK, &out(updated), enc))
         }
@@ -368,13 +369,13 @@ async fn handle_inner(
                         ptype,
                         &patch,
                         Target::Main,
-                        &write,
+                        write,
                     )
                     .await?,
                     false,
                 ),
                 None => {
-                    reg.patch_or_create(res, ns, &info.name, ptype, &patch, Target::Main, &write)
+                    reg.patch_or_create(res, ns, &info.name, ptype, &patch, Target::Main, write)
                         .await?
                 }
             };
@@ -386,12 +387,12 @@ async fn handle_inner(
             Ok(encode_value(code, &patched, enc))
         }
         "delete" => {
-            let opts = delete_request(query, &write, body, declared_len, &content_type).await?;
+            let opts = delete_request(query, write, body, declared_len, &content_type).await?;
             let d = reg.delete(res, ns, &info.name, &opts).await?;
             Ok(encode_value(StatusCode::OK, &out(d.object), enc))
         }
         "deletecollection" => {
-            let opts = delete_request(query, &write, body, declared_len, &content_type).await?;
+            let opts = delete_request(query, write, body, declared_len, &content_type).await?;
             let lopts = list_options(res, query, false)?;
             let deleted: Vec<Value> = reg
                 .delete_collection(res, ns, &lopts, &opts)

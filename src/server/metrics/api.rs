@@ -73,7 +73,7 @@ fn cpu_quantity(n: u64) -> String {
 
 /// metrics-server's memory quantity: binary SI, `Ki` when exact.
 fn memory_quantity(b: u64) -> String {
-    if b > 0 && b % 1024 == 0 {
+    if b > 0 && b.is_multiple_of(1024) {
         format!("{}Ki", b / 1024)
     } else {
         b.to_string()

@@ -21,9 +21,10 @@ fn pod_qos_class(pod: &Value) -> &'static str {
             if has(req, r) || has(lim, r) {
                 any = true;
             }
-            if !has(lim, r) {
-                guaranteed = false;
-            } else if has(req, r) && req.and_then(|m| m.get(r)) != lim.and_then(|m| m.get(r)) {
+            // Guaranteed: a limit for both, and any request equal to it.
+            let request_differs =
+                has(req, r) && req.and_then(|m| m.get(r)) != lim.and_then(|m| m.get(r));
+            if !has(lim, r) || request_differs {
                 guaranteed = false;
             }
         }

@@ -116,7 +116,7 @@ impl Core {
         for (i, s) in scores.iter().enumerate() {
             if *s == best {
                 ties += 1;
-                if self.random() % ties == 0 {
+                if self.random().is_multiple_of(ties) {
                     chosen = i;
                 }
             }

@@ -85,7 +85,7 @@ impl PodClaims {
         }
         let ns = meta::namespace(pod);
         let classes = inf.classes.list_all();
-        let default = default_class(classes.iter().map(|c| c.as_ref())).map(|c| meta::name(c));
+        let default = default_class(classes.iter().map(|c| c.as_ref())).map(meta::name);
         let mut immediate_unbound = false;
         for name in names {
             let Some(claim) = inf.pvcs.get(ns, &name) else {
