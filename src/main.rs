@@ -95,7 +95,11 @@ fn block_on(mode: impl std::future::Future<Output = anyhow::Result<()>>) -> Exit
         Ok(rt) => rt,
         Err(e) => return fail(&anyhow::Error::new(e).context("starting the runtime")),
     };
-    match runtime.block_on(mode) {
+    let result = runtime.block_on(mode);
+    // Stop every task still running (controllers that were starting, say) before the
+    // error is printed, so that it is the last line the user sees.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e),
     }
