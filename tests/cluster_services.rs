@@ -211,9 +211,18 @@ fn services_reach_ready_pods_on_cluster_ip_node_port_and_load_balancer() {
     // ClusterIP from a pod on another node: every pod answers over 100 requests.
     let url = format!("http://{cluster_ip}/");
     // Once the rules are in place on the client's node, every request must succeed. (Under
-    // heavy load the first rules can lag the endpoints by a moment; that settles first.)
+    // heavy load the first rules can lag the endpoints by a moment; that settles first,
+    // one quick request at a time: a failing round of ten would take 30 s by itself.)
     assert!(
-        eventually(30, || !answers(&c, "client", &url, 10)
+        eventually(90, || {
+            let got = answers(&c, "client", &url, 1);
+            !got.is_empty() && got.iter().all(|a| a.starts_with("web-"))
+        }),
+        "the client never reached {url}\n{}",
+        c.logs_tail()
+    );
+    assert!(
+        eventually(60, || !answers(&c, "client", &url, 10)
             .contains(&"FAIL".to_string())),
         "{}",
         c.logs_tail()
