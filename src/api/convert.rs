@@ -36,6 +36,22 @@ const BEHAVIOR: &str = "autoscaling.alpha.kubernetes.io/behavior";
 const CURRENT_METRICS: &str = "autoscaling.alpha.kubernetes.io/current-metrics";
 const CONDITIONS: &str = "autoscaling.alpha.kubernetes.io/conditions";
 
+/// Spec and status fields both versions have, copied as they are.
+const SPEC_FIELDS: &[&str] = &["scaleTargetRef", "minReplicas", "maxReplicas"];
+const STATUS_FIELDS: &[&str] = &[
+    "observedGeneration",
+    "lastScaleTime",
+    "currentReplicas",
+    "desiredReplicas",
+];
+
+/// The `keys` of `from` that are present.
+fn copy_fields(from: &Value, keys: &[&str]) -> Map<String, Value> {
+    keys.iter()
+        .filter_map(|k| from.get(*k).map(|v| (k.to_string(), v.clone())))
+        .collect()
+}
+
 /// Whether a v2 metric is the one v1 expresses: CPU, target type Utilization.
 fn is_cpu_utilization(m: &Value) -> bool {
     m["type"] == "Resource"
@@ -77,12 +93,7 @@ pub fn hpa_v2_to_v1(mut v: Value) -> Value {
     v["apiVersion"] = json!("autoscaling/v1");
     let spec = v.get_mut("spec").map(Value::take).unwrap_or(Value::Null);
     let status = v.get_mut("status").map(Value::take).unwrap_or(Value::Null);
-    let mut out_spec = Map::new();
-    for k in ["scaleTargetRef", "minReplicas", "maxReplicas"] {
-        if let Some(x) = spec.get(k) {
-            out_spec.insert(k.into(), x.clone());
-        }
-    }
+    let mut out_spec = copy_fields(&spec, SPEC_FIELDS);
     let metrics = spec["metrics"].as_array().cloned().unwrap_or_default();
     let (cpu, other): (Vec<Value>, Vec<Value>) = metrics.into_iter().partition(is_cpu_utilization);
     if let Some(m) = cpu.first() {
@@ -99,17 +110,7 @@ pub fn hpa_v2_to_v1(mut v: Value) -> Value {
     v["spec"] = Value::Object(out_spec);
 
     if status.is_object() {
-        let mut out = Map::new();
-        for k in [
-            "observedGeneration",
-            "lastScaleTime",
-            "currentReplicas",
-            "desiredReplicas",
-        ] {
-            if let Some(x) = status.get(k) {
-                out.insert(k.into(), x.clone());
-            }
-        }
+        let mut out = copy_fields(&status, STATUS_FIELDS);
         let current = status["currentMetrics"]
             .as_array()
             .cloned()
@@ -143,12 +144,7 @@ pub fn hpa_v1_to_v2(mut v: Value) -> Value {
     v["apiVersion"] = json!("autoscaling/v2");
     let spec = v.get_mut("spec").map(Value::take).unwrap_or(Value::Null);
     let status = v.get_mut("status").map(Value::take).unwrap_or(Value::Null);
-    let mut out_spec = Map::new();
-    for k in ["scaleTargetRef", "minReplicas", "maxReplicas"] {
-        if let Some(x) = spec.get(k) {
-            out_spec.insert(k.into(), x.clone());
-        }
-    }
+    let mut out_spec = copy_fields(&spec, SPEC_FIELDS);
     let mut metrics = Vec::new();
     if let Some(u) = spec
         .get("targetCPUUtilizationPercentage")
@@ -173,17 +169,7 @@ pub fn hpa_v1_to_v2(mut v: Value) -> Value {
     let current = take_json_annotation(&mut v, CURRENT_METRICS);
     let conditions = take_json_annotation(&mut v, CONDITIONS);
     if status.is_object() {
-        let mut out = Map::new();
-        for k in [
-            "observedGeneration",
-            "lastScaleTime",
-            "currentReplicas",
-            "desiredReplicas",
-        ] {
-            if let Some(x) = status.get(k) {
-                out.insert(k.into(), x.clone());
-            }
-        }
+        let mut out = copy_fields(&status, STATUS_FIELDS);
         match current {
             Some(c @ Value::Array(_)) => {
                 out.insert("currentMetrics".into(), c);

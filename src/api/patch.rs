@@ -41,6 +41,26 @@ impl PatchType {
     }
 }
 
+/// `old` with a JSON, merge or strategic merge patch applied (`Apply` is treated as a
+/// strategic merge here; server-side apply's field ownership lives in `api::apply`).
+pub fn apply(
+    ptype: PatchType,
+    old: &Value,
+    body: &Value,
+    group: &str,
+    kind: &str,
+) -> Result<Value, ApiError> {
+    let mut new = old.clone();
+    match ptype {
+        PatchType::Json => apply_json_patch(&mut new, body)?,
+        PatchType::Merge => apply_merge_patch(&mut new, body)?,
+        PatchType::Strategic | PatchType::Apply => {
+            new = super::strategic::try_apply(old, body, group, kind)?;
+        }
+    }
+    Ok(new)
+}
+
 /// Applies a JSON patch (a list of operations) to `doc`.
 pub fn apply_json_patch(doc: &mut Value, patch: &Value) -> Result<(), ApiError> {
     let ops: json_patch::Patch = serde_json::from_value(patch.clone()).map_err(|e| {

@@ -10,11 +10,37 @@ use crate::api::status::ApiError;
 use crate::server::registry::{Registry, Target, WriteOptions};
 use serde_json::Value;
 
+/// PATCH of `served`: the registry's own patch for a stored version; through the
+/// served version (below) for one served by conversion, which never creates. Returns
+/// the answer and whether the object was created.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn patch_or_create(
+    reg: &Registry,
+    served: &'static Resource,
+    ns: &str,
+    name: &str,
+    ptype: PatchType,
+    body: &Value,
+    target: Target,
+    opts: &WriteOptions,
+) -> Result<(Value, bool), ApiError> {
+    match served.conversion {
+        Some(conv) => {
+            let v = patch(reg, served, conv, ns, name, ptype, body, target, opts).await?;
+            Ok((v, false))
+        }
+        None => {
+            reg.patch_or_create(served, ns, name, ptype, body, target, opts)
+                .await
+        }
+    }
+}
+
 /// Applies a JSON, merge or strategic merge patch through the served version.
 /// Server-side apply needs field ownership in the served version's terms, which is not
 /// kept: it is refused with 415 and a message naming the stored version to use.
 #[allow(clippy::too_many_arguments)]
-pub(super) async fn patch(
+async fn patch(
     reg: &Registry,
     served: &'static Resource,
     conv: &Conversion,
@@ -41,14 +67,7 @@ pub(super) async fn patch(
     loop {
         let current = reg.get(res, ns, name).await?;
         let old = (conv.from_stored)(current.value()?);
-        let mut new = old.clone();
-        match ptype {
-            PatchType::Json => patch::apply_json_patch(&mut new, body)?,
-            PatchType::Merge => patch::apply_merge_patch(&mut new, body)?,
-            PatchType::Strategic | PatchType::Apply => {
-                new = crate::api::strategic::try_apply(&old, body, served.group, served.kind)?;
-            }
-        }
+        let new = patch::apply(ptype, &old, body, served.group, served.kind)?;
         // A resourceVersion in the patch is a precondition.
         if meta::meta_str(&new, "resourceVersion") != current.revision.to_string() {
             return Err(ApiError::conflict(res.group, res.plural, name));

@@ -186,26 +186,17 @@ async fn handle_inner(
                     &body::read_body(body, declared_len).await?,
                     patch_body_type(ptype, &content_type),
                 )?;
-                let patched = match conv {
-                    Some(c) => {
-                        super::convert::patch(
-                            reg,
-                            served,
-                            c,
-                            ns,
-                            &info.name,
-                            ptype,
-                            &patch,
-                            Target::Status,
-                            write,
-                        )
-                        .await?
-                    }
-                    None => {
-                        reg.patch(res, ns, &info.name, ptype, &patch, Target::Status, write)
-                            .await?
-                    }
-                };
+                let (patched, _) = super::convert::patch_or_create(
+                    reg,
+                    served,
+                    ns,
+                    &info.name,
+                    ptype,
+                    &patch,
+                    Target::Status,
+                    write,
+                )
+                .await?;
                 Ok(encode_value(StatusCode::OK, &patched, enc))
             }
             ("scale", verb) => {
@@ -358,27 +349,17 @@ async fn handle_inner(
                 &body::read_body(body, declared_len).await?,
                 patch_body_type(ptype, &content_type),
             )?;
-            let (patched, created) = match conv {
-                Some(c) => (
-                    super::convert::patch(
-                        reg,
-                        served,
-                        c,
-                        ns,
-                        &info.name,
-                        ptype,
-                        &patch,
-                        Target::Main,
-                        write,
-                    )
-                    .await?,
-                    false,
-                ),
-                None => {
-                    reg.patch_or_create(res, ns, &info.name, ptype, &patch, Target::Main, write)
-                        .await?
-                }
-            };
+            let (patched, created) = super::convert::patch_or_create(
+                reg,
+                served,
+                ns,
+                &info.name,
+                ptype,
+                &patch,
+                Target::Main,
+                write,
+            )
+            .await?;
             let code = if created {
                 StatusCode::CREATED
             } else {

@@ -168,14 +168,7 @@ impl Registry {
         loop {
             let current = self.get(res, ns, name).await?;
             let old = current.value()?;
-            let mut new = old.clone();
-            match ptype {
-                PatchType::Json => patch::apply_json_patch(&mut new, body)?,
-                PatchType::Merge => patch::apply_merge_patch(&mut new, body)?,
-                PatchType::Strategic | PatchType::Apply => {
-                    new = crate::api::strategic::try_apply(&old, body, res.group, res.kind)?;
-                }
-            }
+            let new = patch::apply(ptype, &old, body, res.group, res.kind)?;
             check_fields(res, &new, None, Some(&old), opts)?;
             // A resourceVersion in the patch is a precondition.
             let patched_rv = meta::meta_str(&new, "resourceVersion").to_string();
